@@ -1,0 +1,3 @@
+from kling_tui.cli import main
+
+raise SystemExit(main())

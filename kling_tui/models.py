@@ -1,0 +1,244 @@
+"""Typed requests and task objects; the bridge between user input and wire JSON."""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from kling_tui.capabilities import Capabilities, default_capabilities
+from kling_tui.errors import InvalidRequest, Problem
+from kling_tui.validation import (
+    IMAGE_MAX_BYTES,
+    check_image_bytes,
+    validate_generation,
+    validate_multi_image,
+)
+
+TaskStatus = Literal["submitted", "processing", "succeed", "failed"]
+FINAL_STATUSES = frozenset({"succeed", "failed"})
+Kind = Literal["generation", "multi"]
+LOCAL_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def read_image_source(field_name: str, value: str) -> tuple[str, bytes | None, list[Problem]]:
+    """Turn a user's image value into its wire form.
+
+    An http(s) URL is sent as is; anything else is a local file, read, checked and sent as
+    base64 without a `data:` prefix. Returns (wire value, raw bytes or None, problems).
+    """
+    value = value.strip()
+    if value.startswith(("http://", "https://")):
+        return value, None, []
+    path = Path(os.path.expanduser(value))
+    if path.suffix.lower() not in LOCAL_IMAGE_SUFFIXES:
+        return value, None, [Problem(field_name, "must be a .jpg, .jpeg or .png file or an http(s) URL")]
+    try:
+        size = path.stat().st_size
+        if size > IMAGE_MAX_BYTES:
+            return value, None, [Problem(field_name, f"image must be at most 10 MB (got {size / 1048576:.1f} MB)")]
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return value, None, [Problem(field_name, f"file not found: {value}")]
+    except OSError as exc:
+        return value, None, [Problem(field_name, f"cannot read {value}: {exc.strerror or exc}")]
+    problems = check_image_bytes(field_name, raw)
+    return base64.b64encode(raw).decode("ascii"), raw, problems
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if value.strip() else None
+    return value
+
+
+@dataclass
+class GenerationRequest:
+    """`POST /v1/images/generations`. `image` is a local path or an http(s) URL."""
+
+    prompt: str
+    model_name: str | None = None
+    negative_prompt: str | None = None
+    image: str | None = None
+    image_reference: str | None = None
+    image_fidelity: float | None = None
+    human_fidelity: float | None = None
+    resolution: str | None = None
+    n: int | None = None
+    aspect_ratio: str | None = None
+    callback_url: str | None = None
+    external_task_id: str | None = None
+    watermark: bool | None = None
+
+    kind: Kind = field(default="generation", init=False, repr=False)
+
+    def params(self) -> dict[str, Any]:
+        """The user-visible parameters (what history records), without empty ones."""
+        data = {k: _clean(v) for k, v in asdict(self).items() if k != "kind"}
+        return {k: v for k, v in data.items() if v is not None}
+
+    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
+        return self.build(caps, raise_on_problems=False)[1]
+
+    def build(
+        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        """The wire payload, checked by every rule; raises InvalidRequest when broken."""
+        caps = caps or default_capabilities()
+        params = self.params()
+        payload: dict[str, Any] = {k: v for k, v in params.items() if k != "watermark"}
+        if self.watermark is not None:
+            payload["watermark_info"] = {"enabled": self.watermark}
+        problems: list[Problem] = []
+        raw = None
+        if "image" in payload:
+            payload["image"], raw, problems = read_image_source("image", payload["image"])
+        if not problems:
+            problems = validate_generation(payload, caps, image_bytes=raw)
+        else:
+            problems += [p for p in validate_generation({**payload, "image": "https://local.invalid/x.png"}, caps) if p.field != "image"]
+        if problems and raise_on_problems:
+            raise InvalidRequest(problems)
+        return payload, problems
+
+
+@dataclass
+class MultiImageRequest:
+    """`POST /v1/images/multi-image2image`. Images are local paths or http(s) URLs."""
+
+    subject_images: list[str]
+    prompt: str | None = None
+    model_name: str | None = None
+    scene_image: str | None = None
+    style_image: str | None = None
+    n: int | None = None
+    aspect_ratio: str | None = None
+    callback_url: str | None = None
+    external_task_id: str | None = None
+    watermark: bool | None = None
+
+    kind: Kind = field(default="multi", init=False, repr=False)
+
+    def params(self) -> dict[str, Any]:
+        data = {k: _clean(v) for k, v in asdict(self).items() if k != "kind"}
+        data["subject_images"] = [s for s in self.subject_images if s and s.strip()]
+        return {k: v for k, v in data.items() if v is not None}
+
+    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
+        return self.build(caps, raise_on_problems=False)[1]
+
+    def build(
+        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        caps = caps or default_capabilities()
+        params = self.params()
+        payload: dict[str, Any] = {
+            k: v for k, v in params.items() if k not in ("watermark", "subject_images", "scene_image", "style_image")
+        }
+        if self.watermark is not None:
+            payload["watermark_info"] = {"enabled": self.watermark}
+        problems: list[Problem] = []
+        known: dict[str, bytes] = {}
+        subjects = []
+        for i, source in enumerate(params.get("subject_images", [])):
+            name = f"subject_image_list[{i}]"
+            wire, raw, found = read_image_source(name, source)
+            problems += found
+            if raw is not None:
+                known[name] = raw
+            subjects.append({"subject_image": wire})
+        payload["subject_image_list"] = subjects
+        for name in ("scene_image", "style_image"):
+            if name in params:
+                wire, raw, found = read_image_source(name, params[name])
+                problems += found
+                payload[name] = wire
+                if raw is not None:
+                    known[name] = raw
+        bad_fields = {p.field for p in problems}
+        problems += [p for p in validate_multi_image(payload, caps, images=known) if p.field not in bad_fields]
+        if problems and raise_on_problems:
+            raise InvalidRequest(problems)
+        return payload, problems
+
+
+def request_from_params(kind: str, params: Mapping[str, Any]) -> GenerationRequest | MultiImageRequest:
+    """Rebuild a request from recorded parameters (history, the CLI, the form)."""
+    if kind == "multi":
+        return MultiImageRequest(**{k: v for k, v in params.items() if k in MultiImageRequest.__dataclass_fields__ and k != "kind"})
+    return GenerationRequest(**{k: v for k, v in params.items() if k in GenerationRequest.__dataclass_fields__ and k != "kind"})
+
+
+@dataclass(frozen=True)
+class TaskImage:
+    index: int
+    url: str
+    watermark_url: str | None = None
+
+
+@dataclass
+class Task:
+    """A task object as the service returns it; every field but id and status optional."""
+
+    task_id: str
+    task_status: str
+    task_status_msg: str = ""
+    created_at: int | None = None
+    updated_at: int | None = None
+    final_unit_deduction: str | None = None
+    images: list[TaskImage] = field(default_factory=list)
+    external_task_id: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.task_status in FINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Task":
+        result = data.get("task_result") or {}
+        images = []
+        for i, item in enumerate(result.get("images") or []):
+            if isinstance(item, Mapping) and isinstance(item.get("url"), str):
+                index = item.get("index")
+                images.append(
+                    TaskImage(
+                        index=index if isinstance(index, int) else i,
+                        url=item["url"],
+                        watermark_url=item.get("watermark_url") if isinstance(item.get("watermark_url"), str) else None,
+                    )
+                )
+        info = data.get("task_info") or {}
+        deduction = data.get("final_unit_deduction")
+        return cls(
+            task_id=str(data["task_id"]),
+            task_status=str(data.get("task_status") or "submitted"),
+            task_status_msg=str(data.get("task_status_msg") or ""),
+            created_at=data.get("created_at") if isinstance(data.get("created_at"), int) else None,
+            updated_at=data.get("updated_at") if isinstance(data.get("updated_at"), int) else None,
+            final_unit_deduction=str(deduction) if deduction not in (None, "") else None,
+            images=images,
+            external_task_id=info.get("external_task_id") if isinstance(info, Mapping) else None,
+        )
+
+
+@dataclass(frozen=True)
+class ResourcePack:
+    name: str
+    total: float
+    remaining: float
+    status: str
+    effective_time: int | None = None
+    invalid_time: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ResourcePack":
+        return cls(
+            name=str(data.get("resource_pack_name", "")),
+            total=float(data.get("total_quantity") or 0),
+            remaining=float(data.get("remaining_quantity") or 0),
+            status=str(data.get("status", "")),
+            effective_time=data.get("effective_time"),
+            invalid_time=data.get("invalid_time"),
+        )

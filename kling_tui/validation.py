@@ -1,0 +1,263 @@
+"""The spec's request rules, applied to wire payloads.
+
+One source of truth: the client checks a payload with these functions before sending it,
+and the sandbox checks what it receives with the same functions. Every rule reads the
+capability table; each failure is a `Problem` naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from kling_tui.capabilities import REFERENCE_TYPES, Capabilities, ModelCaps, default_capabilities
+from kling_tui.errors import Problem
+
+PROMPT_MAX = 2500
+N_MIN, N_MAX = 1, 9
+IMAGE_MAX_BYTES = 10 * 1024 * 1024
+IMAGE_MIN_SIDE = 300
+IMAGE_MAX_RATIO = 2.5
+IMAGE_FORMATS = ("JPEG", "PNG")
+SUBJECTS_MIN, SUBJECTS_MAX = 1, 4
+EXTERNAL_ID_MAX = 64
+
+SHAPE, VALUE, MISSING_MODEL = 1200, 1201, 1203
+
+
+def is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def image_size(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) read from the image header, or None when not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return (img.format or "", img.width, img.height)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def check_image_bytes(field: str, data: bytes) -> list[Problem]:
+    """The rules on a reference image's content: format, size, dimensions, ratio."""
+    if len(data) > IMAGE_MAX_BYTES:
+        return [Problem(field, f"image must be at most 10 MB (got {len(data) / 1048576:.1f} MB)")]
+    info = image_size(data)
+    if info is None or info[0] not in IMAGE_FORMATS:
+        return [Problem(field, "image must be a JPG or PNG")]
+    _, w, h = info
+    problems = []
+    if min(w, h) < IMAGE_MIN_SIDE:
+        problems.append(Problem(field, f"image must be at least {IMAGE_MIN_SIDE} px on each side (got {w}x{h})"))
+    if max(w / h, h / w) > IMAGE_MAX_RATIO:
+        problems.append(Problem(field, f"image aspect ratio must be within 1:2.5..2.5:1 (got {w}x{h})"))
+    return problems
+
+
+def decode_image_field(value: str) -> bytes | None:
+    """The bytes of a base64 image value, or None when it is not valid base64."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def check_image_value(field: str, value: Any, raw: bytes | None = None) -> list[Problem]:
+    """An `image`-like field: an http(s) URL, or raw base64 (no data: prefix) of a JPG/PNG.
+
+    `raw` is the already-known decoded content (the client has it), to skip decoding.
+    """
+    if not isinstance(value, str) or not value:
+        return [Problem(field, "must be an http(s) URL or base64 image data", SHAPE)]
+    if raw is None:
+        if value.startswith(("http://", "https://")):
+            return [] if is_http_url(value) else [Problem(field, "is not a valid http(s) URL")]
+        if value.startswith("data:"):
+            return [Problem(field, "base64 image must be sent without a 'data:' prefix")]
+        raw = decode_image_field(value)
+        if raw is None:
+            return [Problem(field, "must be an http(s) URL or base64 image data")]
+    return check_image_bytes(field, raw)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_text(payload: Mapping[str, Any], field: str, *, required: bool) -> list[Problem]:
+    value = payload.get(field)
+    if value is None:
+        return [Problem(field, "is required", SHAPE)] if required else []
+    if not isinstance(value, str):
+        return [Problem(field, "must be a string", SHAPE)]
+    if required and not value.strip():
+        return [Problem(field, "is required")]
+    if len(value) > PROMPT_MAX:
+        return [Problem(field, f"must be at most {PROMPT_MAX} characters (got {len(value)})")]
+    return []
+
+
+def _check_common(payload: Mapping[str, Any], model: ModelCaps | None) -> list[Problem]:
+    """Rules shared by both create endpoints: n, aspect_ratio, callback, ids, watermark."""
+    problems: list[Problem] = []
+    n = payload.get("n")
+    if n is not None:
+        if not isinstance(n, int) or isinstance(n, bool):
+            problems.append(Problem("n", f"must be an integer from {N_MIN} to {N_MAX}", SHAPE))
+        elif not N_MIN <= n <= N_MAX:
+            problems.append(Problem("n", f"must be from {N_MIN} to {N_MAX} (got {n})"))
+    ratio = payload.get("aspect_ratio")
+    if ratio is not None and model is not None:
+        if not isinstance(ratio, str) or ratio not in model.aspect_ratios:
+            problems.append(
+                Problem("aspect_ratio", f"{model.name} supports {', '.join(model.aspect_ratios)} (got {ratio!r})")
+            )
+    callback = payload.get("callback_url")
+    if callback is not None and (not isinstance(callback, str) or not is_http_url(callback)):
+        problems.append(Problem("callback_url", "must be an http(s) URL"))
+    ext = payload.get("external_task_id")
+    if ext is not None:
+        if not isinstance(ext, str) or not ext.strip():
+            problems.append(Problem("external_task_id", "must be a non-empty string", SHAPE))
+        elif len(ext) > EXTERNAL_ID_MAX:
+            problems.append(Problem("external_task_id", f"must be at most {EXTERNAL_ID_MAX} characters"))
+    watermark = payload.get("watermark_info")
+    if watermark is not None and not (
+        isinstance(watermark, Mapping) and isinstance(watermark.get("enabled"), bool)
+    ):
+        problems.append(Problem("watermark_info", 'must be {"enabled": true|false}', SHAPE))
+    return problems
+
+
+def _resolve_model(
+    payload: Mapping[str, Any], caps: Capabilities, default: str
+) -> tuple[ModelCaps | None, list[Problem]]:
+    name = payload.get("model_name", default)
+    if name is None:
+        name = default
+    if not isinstance(name, str):
+        return None, [Problem("model_name", "must be a string", SHAPE)]
+    model = caps.get(name)
+    if model is None:
+        known = ", ".join(caps.names)
+        return None, [Problem("model_name", f"unknown model {name!r} (known: {known})", MISSING_MODEL)]
+    if model.discontinued:
+        return None, [Problem("model_name", f"The model '{name}' has been discontinued", MISSING_MODEL)]
+    return model, []
+
+
+def validate_generation(
+    payload: Any, caps: Capabilities | None = None, *, image_bytes: bytes | None = None
+) -> list[Problem]:
+    """Every rule for `POST /v1/images/generations`; an empty list means valid."""
+    caps = caps or default_capabilities()
+    if not isinstance(payload, Mapping):
+        return [Problem("body", "must be a JSON object", SHAPE)]
+    model, problems = _resolve_model(payload, caps, caps.default_model)
+    problems += _check_text(payload, "prompt", required=True)
+    problems += _check_text(payload, "negative_prompt", required=False)
+    problems += _check_common(payload, model)
+
+    image = payload.get("image")
+    has_image = image is not None and image != ""
+    reference = payload.get("image_reference")
+    if has_image:
+        problems += check_image_value("image", image, image_bytes)
+    if payload.get("negative_prompt") and has_image:
+        problems.append(Problem("negative_prompt", "cannot be used together with a reference image"))
+
+    for field in ("image_fidelity", "human_fidelity"):
+        value = payload.get(field)
+        if value is None:
+            continue
+        if not _is_number(value):
+            problems.append(Problem(field, "must be a number from 0 to 1", SHAPE))
+        elif not 0 <= value <= 1:
+            problems.append(Problem(field, f"must be from 0 to 1 (got {value})"))
+    if payload.get("image_fidelity") is not None and not has_image:
+        problems.append(Problem("image_fidelity", "applies only with an image"))
+    if payload.get("human_fidelity") is not None and reference != "subject":
+        problems.append(Problem("human_fidelity", "applies only with image_reference 'subject'"))
+
+    if reference is not None:
+        if reference not in REFERENCE_TYPES:
+            problems.append(Problem("image_reference", f"must be 'subject' or 'face' (got {reference!r})"))
+        elif not has_image:
+            problems.append(Problem("image_reference", "requires an image"))
+        elif model is not None and reference not in model.reference_types:
+            models = [m.name for m in caps.models.values() if reference in m.reference_types]
+            problems.append(
+                Problem("image_reference", f"is supported only on {', '.join(models) or 'no model'} (not {model.name})")
+            )
+
+    resolution = payload.get("resolution")
+    if resolution is not None and resolution not in ("1k", "2k"):
+        problems.append(Problem("resolution", f"must be '1k' or '2k' (got {resolution!r})"))
+        resolution = None
+
+    if model is not None:
+        if not has_image and not model.text_to_image:
+            problems.append(Problem("image", f"{model.name} has no text-to-image: an image is required"))
+        if has_image:
+            if not model.accepts_image:
+                problems.append(Problem("image", f"{model.name} does not take a reference image"))
+            elif model.requires_reference and reference is None:
+                problems.append(
+                    Problem("image_reference", f"is required for {model.name} when an image is given (subject or face)")
+                )
+            if resolution is not None and resolution not in model.image_resolutions:
+                problems.append(
+                    Problem("resolution", f"{resolution} is not available for image-to-image on {model.name}")
+                )
+        elif resolution is not None and resolution not in model.resolutions:
+            problems.append(Problem("resolution", f"{model.name} supports {', '.join(model.resolutions)} (got {resolution})"))
+    return problems
+
+
+def validate_multi_image(
+    payload: Any, caps: Capabilities | None = None, *, images: Mapping[str, bytes] | None = None
+) -> list[Problem]:
+    """Every rule for `POST /v1/images/multi-image2image`; an empty list means valid.
+
+    `images` maps field paths (e.g. `subject_image_list[0]`) to content already known.
+    """
+    caps = caps or default_capabilities()
+    images = images or {}
+    if not isinstance(payload, Mapping):
+        return [Problem("body", "must be a JSON object", SHAPE)]
+    multi = caps.multi_image_models()
+    model, problems = _resolve_model(payload, caps, multi[0] if multi else caps.default_model)
+    if model is not None and not model.multi_image:
+        problems.append(
+            Problem("model_name", f"multi-image to image is available on {', '.join(multi) or 'no model'} (not {model.name})")
+        )
+    problems += _check_text(payload, "prompt", required=False)
+    problems += _check_common(payload, model)
+    subjects = payload.get("subject_image_list")
+    if subjects is None:
+        problems.append(Problem("subject_image_list", "is required (1 to 4 subject images)", SHAPE))
+    elif not isinstance(subjects, list):
+        problems.append(Problem("subject_image_list", "must be a list of {\"subject_image\": ...}", SHAPE))
+    elif not SUBJECTS_MIN <= len(subjects) <= SUBJECTS_MAX:
+        problems.append(Problem("subject_image_list", f"must hold 1 to 4 subject images (got {len(subjects)})"))
+    else:
+        for i, item in enumerate(subjects):
+            field = f"subject_image_list[{i}]"
+            if not isinstance(item, Mapping) or "subject_image" not in item:
+                problems.append(Problem(field, "must be {\"subject_image\": URL or base64}", SHAPE))
+                continue
+            problems += check_image_value(field, item["subject_image"], images.get(field))
+    for field in ("scene_image", "style_image"):
+        value = payload.get(field)
+        if value is not None and value != "":
+            problems += check_image_value(field, value, images.get(field))
+    return problems
