@@ -1,0 +1,530 @@
+"""The local task history: one human-readable TOML file per task, with a derived SQLite index.
+
+Layout under `locations.history_dir()`:
+
+    <local_id>/task.toml    the record (source of truth, `schema_version` in every file)
+    <local_id>/*.png        the task's downloaded images
+
+and `data_dir()/index.sqlite3`, the summary columns of every task, so that listing the newest
+tasks and writing one task cost the same at 100,000 tasks as at 10. The index is rebuilt from
+the TOML files when it is missing, of another version or damaged.
+
+A write is: mark the task dirty in the index, write task.toml to a temp file and rename it
+over the old one, then upsert the index row and clear the mark. A crash between the steps
+leaves a dirty mark, and the next start re-reads just that task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+import threading
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import tomli_w
+
+from kling_tui import locations
+from kling_tui.atomic import move_aside, write_atomic
+from kling_tui.store_index import (
+    ACTIVE_STATUSES,
+    FINAL_LOCAL_STATUSES,
+    IndexDamaged,
+    TaskIndex,
+    TaskRow,
+    is_damage,
+    root_mtime_ns,
+    row_values,
+)
+
+__all__ = ["HistoryStore", "TaskRecord", "TaskRow", "RecordError", "SCHEMA_VERSION", "new_local_id", "populate"]
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "task.toml"
+INDEX_FILE = "index.sqlite3"
+LOCAL_ID_RE = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
+STATUSES = ("pending", "queued", "submitted", "processing", "succeed", "failed", "not_created", "error")
+KINDS = ("generation", "multi")
+
+# Never written to history, whatever a caller passes in params.
+_CREDENTIAL_KEYS = frozenset(
+    {"access_key", "secret_key", "api_key", "token", "jwt", "authorization", "password", "secret"}
+)
+_TIME_FIELDS = ("created_at", "submitted_at", "updated_at", "finished_at")
+
+T = TypeVar("T")
+
+
+@dataclass
+class TaskRecord:
+    """Everything kling-tui knows about one task; stored as `<local_id>/task.toml`."""
+
+    local_id: str
+    kind: str
+    params: dict
+    external_task_id: str
+    status: str = "pending"
+    status_msg: str = ""
+    task_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+    submitted_at: float | None = None
+    updated_at: float | None = None
+    finished_at: float | None = None
+    units: str | None = None
+    image_urls: list[str] = field(default_factory=list)
+    image_paths: list[str] = field(default_factory=list)
+    error_code: int | None = None
+    starred: bool = False
+    note: str = ""
+    group: str | None = None
+
+    @property
+    def prompt(self) -> str:
+        value = self.params.get("prompt")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def model(self) -> str | None:
+        value = self.params.get("model_name")
+        return value if isinstance(value, str) else None
+
+    @property
+    def n(self) -> int:
+        value = self.params.get("n")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+    @property
+    def aspect_ratio(self) -> str | None:
+        value = self.params.get("aspect_ratio")
+        return value if isinstance(value, str) else None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_LOCAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+class RecordError(ValueError):
+    """A task.toml that cannot be understood."""
+
+
+# -- local ids and times ------------------------------------------------------------------
+
+
+def new_local_id(now: float | None = None, noise: int | None = None) -> str:
+    """UTC time + 8 hex digits: safe as a folder name, sorts by creation time.
+
+    The hex is the fraction of the second (4 digits, so ids made one after another sort in
+    order) and 4 random digits (so two made at once differ).
+    """
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    fraction = min(int((now % 1) * 0x10000), 0xFFFF)
+    noise = secrets.randbits(16) if noise is None else noise & 0xFFFF
+    return f"{stamp}-{fraction:04x}{noise:04x}"
+
+
+def _to_datetime(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+def _normalise_time(epoch: float | None) -> float | None:
+    """Round to what TOML keeps (microseconds), so a saved record equals the reloaded one."""
+    return None if epoch is None else _to_datetime(epoch).timestamp()
+
+
+# -- TOML (de)serialisation ----------------------------------------------------------------
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_none(v) for v in value if v is not None]
+    return value
+
+
+def _clean_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in _without_none(params).items() if k.lower() not in _CREDENTIAL_KEYS}
+
+
+def record_to_toml(record: TaskRecord) -> str:
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "local_id": record.local_id,
+        "kind": record.kind,
+        "status": record.status,
+        "status_msg": record.status_msg,
+        "task_id": record.task_id,
+        "external_task_id": record.external_task_id,
+        "units": record.units,
+        "error_code": record.error_code,
+        "starred": record.starred,
+        "group": record.group,
+        "note": record.note,
+    }
+    for name in _TIME_FIELDS:
+        value = getattr(record, name)
+        doc[name] = None if value is None else _to_datetime(value)
+    doc["image_urls"] = list(record.image_urls)
+    doc["image_paths"] = list(record.image_paths)
+    doc["params"] = _clean_params(record.params)
+    return tomli_w.dumps({k: v for k, v in doc.items() if v is not None})
+
+
+def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None, *, required=False):
+    if key not in data:
+        if required:
+            raise RecordError(f"missing {key}")
+        return default
+    value = data[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
+        raise RecordError(f"{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _epoch(data: Mapping[str, Any], key: str, *, required=False) -> float | None:
+    value = _expect(data, key, (dt.datetime, int, float), required=required)
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:  # a hand-edited local time: read it as UTC
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.timestamp()
+    return float(value)
+
+
+def _str_list(data: Mapping[str, Any], key: str) -> list[str]:
+    value = _expect(data, key, list, [])
+    if not all(isinstance(v, str) for v in value):
+        raise RecordError(f"{key} must be a list of strings")
+    return list(value)
+
+
+def record_from_toml(local_id: str, text: str) -> TaskRecord:
+    """Parse one task.toml; raises RecordError when it is damaged or from a newer version."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecordError(f"not valid TOML: {exc}") from None
+    version = _expect(data, "schema_version", int, SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        raise RecordError(f"schema_version {version} is newer than this kling-tui understands ({SCHEMA_VERSION})")
+    kind = _expect(data, "kind", str, required=True)
+    status = _expect(data, "status", str, "pending")
+    return TaskRecord(
+        local_id=local_id,
+        kind=kind,
+        params=dict(_expect(data, "params", dict, {})),
+        external_task_id=_expect(data, "external_task_id", str, ""),
+        status=status,
+        status_msg=_expect(data, "status_msg", str, ""),
+        task_id=_expect(data, "task_id", str),
+        created_at=_epoch(data, "created_at", required=True),
+        submitted_at=_epoch(data, "submitted_at"),
+        updated_at=_epoch(data, "updated_at"),
+        finished_at=_epoch(data, "finished_at"),
+        units=_expect(data, "units", str),
+        image_urls=_str_list(data, "image_urls"),
+        image_paths=_str_list(data, "image_paths"),
+        error_code=_expect(data, "error_code", int),
+        starred=_expect(data, "starred", bool, False),
+        note=_expect(data, "note", str, ""),
+        group=_expect(data, "group", str),
+    )
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+_RECORD_FIELDS = {f.name for f in fields(TaskRecord)}
+
+
+class HistoryStore:
+    """Task history on disk. Thread-safe: the app calls it from thread workers."""
+
+    def __init__(self, root: Path | None = None, *, index_path: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else locations.history_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.index_path = index_path or self.root.parent / INDEX_FILE
+        self.warnings: list[str] = []
+        self._lock = threading.RLock()
+        self._index = TaskIndex(self.index_path)
+        self._open_index()
+
+    # -- index lifecycle -----------------------------------------------------------------
+
+    def _open_index(self) -> None:
+        try:
+            state = self._index.open()
+        except IndexDamaged:
+            self._set_index_aside()
+            state = self._index.open()
+        if state == "ok":
+            self._catch_up()
+        else:
+            self._rebuild()
+
+    def _set_index_aside(self) -> None:
+        self._index.close()
+        moved = move_aside(self.index_path)
+        self._index.discard_sidecars()
+        self.warnings.append(f"The history index was damaged; moved it to {moved.name} and rebuilt it from the task files.")
+
+    def _recover(self) -> None:
+        self._set_index_aside()
+        self._index.open()
+        self._rebuild()
+
+    def _guarded(self, action: Callable[[], T]) -> T:
+        """Run an index operation; a damaged index is set aside, rebuilt, and the action retried."""
+        with self._lock:
+            try:
+                return action()
+            except Exception as exc:
+                if not is_damage(exc):
+                    raise
+            self._recover()
+            return action()
+
+    def _catch_up(self) -> None:
+        """Bring the index up to date at O(changes): unfinished writes, and folders added or removed by hand."""
+        for local_id in self._index.dirty_ids():
+            self._reindex_one(local_id)
+        stamp = str(root_mtime_ns(self.root))
+        if self._index.get_meta("root_mtime_ns") != stamp:
+            on_disk = set(self._task_folders())
+            known = self._index.ids()
+            for local_id in sorted(on_disk - known):
+                self._reindex_one(local_id)
+            for local_id in known - on_disk:
+                self._index.delete(local_id)
+            self._index.set_meta("root_mtime_ns", stamp)
+
+    def _reindex_one(self, local_id: str) -> TaskRecord | None:
+        self._remove_temp_files(local_id)
+        record = self._load(local_id)
+        if record is None:
+            self._index.delete(local_id)
+        else:
+            self._index.upsert(row_values(record))
+        return record
+
+    def _task_folders(self) -> list[str]:
+        with os.scandir(self.root) as entries:
+            return [e.name for e in entries if LOCAL_ID_RE.match(e.name) and e.is_dir()]
+
+    def rebuild_index(self) -> int:
+        """Re-read every task.toml into a fresh index; returns how many tasks it holds."""
+        with self._lock:
+            try:
+                return self._rebuild()
+            except Exception as exc:
+                if not is_damage(exc):
+                    raise
+            self._set_index_aside()
+            self._index.open()
+            return self._rebuild()
+
+    def _rebuild(self) -> int:
+        stamp = str(root_mtime_ns(self.root))
+        rows = []
+        for local_id in self._task_folders():
+            record = self._load(local_id)
+            if record is not None:
+                rows.append(row_values(record))
+        self._index.clear()
+        self._index.upsert_many(rows)
+        self._index.set_meta("root_mtime_ns", stamp)
+        return len(rows)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def task_dir(self, local_id: str) -> Path:
+        if not LOCAL_ID_RE.match(local_id):
+            raise ValueError(f"not a task id: {local_id!r}")
+        return self.root / local_id
+
+    def _record_path(self, local_id: str) -> Path:
+        return self.task_dir(local_id) / RECORD_FILE
+
+    def _load(self, local_id: str) -> TaskRecord | None:
+        """Read one task.toml; a damaged one is moved aside with a warning."""
+        path = self._record_path(local_id)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except UnicodeDecodeError:
+            return self._damaged(path, local_id, "not UTF-8 text")
+        except OSError as exc:
+            self.warnings.append(f"Task {local_id}: cannot read {RECORD_FILE}: {exc.strerror or exc}")
+            return None
+        try:
+            return record_from_toml(local_id, text)
+        except RecordError as exc:
+            if "newer than" in str(exc):
+                self.warnings.append(f"Task {local_id}: {exc}; left as is and not shown.")
+                return None
+            return self._damaged(path, local_id, str(exc))
+
+    def _damaged(self, path: Path, local_id: str, reason: str) -> None:
+        try:
+            moved = move_aside(path)
+        except OSError as exc:
+            self.warnings.append(f"Task {local_id}: {RECORD_FILE} is damaged ({reason}) and could not be moved aside: {exc.strerror or exc}")
+            return None
+        self.warnings.append(f"Task {local_id}: {RECORD_FILE} was damaged ({reason}); moved it to {local_id}/{moved.name}.")
+        return None
+
+    def _remove_temp_files(self, local_id: str) -> None:
+        folder = self.task_dir(local_id)
+        try:
+            for leftover in folder.glob(f"{RECORD_FILE}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    # -- records -----------------------------------------------------------------------------
+
+    def new_record(self, kind: str, params: Mapping[str, Any], external_task_id: str | None = None) -> TaskRecord:
+        """Record a task before it is sent (status "pending"), so a crash never loses it."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown task kind {kind!r}")
+        with self._lock:
+            while True:
+                now = time.time()
+                local_id = new_local_id(now)
+                try:
+                    self.task_dir(local_id).mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            record = TaskRecord(
+                local_id=local_id,
+                kind=kind,
+                params=_clean_params(params),
+                external_task_id=external_task_id or uuid.uuid4().hex,
+                created_at=now,
+            )
+            self._save(record, new_folder=True)
+            return record
+
+    def save(self, record: TaskRecord) -> None:
+        """Write the record's TOML (atomically) and its index row."""
+        with self._lock:
+            folder = self.task_dir(record.local_id)
+            new_folder = not folder.is_dir()
+            folder.mkdir(exist_ok=True)
+            self._save(record, new_folder=new_folder)
+
+    def _save(self, record: TaskRecord, *, new_folder: bool) -> None:
+        if record.status not in STATUSES:
+            raise ValueError(f"unknown task status {record.status!r}")
+        for name in _TIME_FIELDS:
+            setattr(record, name, _normalise_time(getattr(record, name)))
+        record.params = _clean_params(record.params)
+        data = record_to_toml(record).encode("utf-8")
+        self._guarded(lambda: self._index.mark_dirty(record.local_id))
+        write_atomic(self._record_path(record.local_id), data)
+        stamp = root_mtime_ns(self.root) if new_folder else None
+        self._guarded(lambda: self._index.upsert(row_values(record), root_mtime_ns=stamp))
+
+    def update(self, local_id: str, **changes: Any) -> TaskRecord:
+        unknown = set(changes) - _RECORD_FIELDS
+        if unknown or "local_id" in changes:
+            raise TypeError(f"cannot update {', '.join(sorted(unknown or {'local_id'}))}")
+        with self._lock:
+            record = self.get(local_id)
+            if record is None:
+                raise KeyError(local_id)
+            for name, value in changes.items():
+                setattr(record, name, value)
+            self.save(record)
+            return record
+
+    def get(self, local_id: str) -> TaskRecord | None:
+        """The full record, read from its TOML; the index row is refreshed if it was stale."""
+        if not LOCAL_ID_RE.match(local_id):
+            return None
+        with self._lock:
+            record = self._load(local_id)
+            if record is None:
+                self._guarded(lambda: self._index.delete(local_id))
+                return None
+            values = row_values(record)
+            if self._guarded(lambda: self._index.stored_values(local_id)) != values:
+                self._guarded(lambda: self._index.upsert(values))
+            return record
+
+    # -- queries (index only) ------------------------------------------------------------------
+
+    def recent(
+        self,
+        limit: int = 200,
+        offset: int = 0,
+        *,
+        text: str | None = None,
+        status: str | Sequence[str] | None = None,
+        starred: bool | None = None,
+    ) -> list[TaskRow]:
+        """Newest first."""
+        return self._guarded(
+            lambda: self._index.recent(limit, offset, text=text, status=status, starred=starred)
+        )
+
+    def count(self, *, text: str | None = None, status: str | Sequence[str] | None = None, starred: bool | None = None) -> int:
+        return self._guarded(lambda: self._index.count(text=text, status=status, starred=starred))
+
+    def active(self) -> list[TaskRecord]:
+        """Tasks not yet final, oldest first: the ones to resume tracking on start."""
+        ids = self._guarded(lambda: self._index.ids_with_status(ACTIVE_STATUSES))
+        records = (self.get(local_id) for local_id in ids)
+        return [r for r in records if r is not None and r.is_active]
+
+    def find_by_task_id(self, task_id: str) -> TaskRecord | None:
+        local_id = self._guarded(lambda: self._index.id_where("task_id", task_id))
+        return self.get(local_id) if local_id else None
+
+    def find_by_external_id(self, external_task_id: str) -> TaskRecord | None:
+        local_id = self._guarded(lambda: self._index.id_where("external_task_id", external_task_id))
+        return self.get(local_id) if local_id else None
+
+    def prompts(self, limit: int = 500) -> list[str]:
+        """Distinct past prompts, newest first."""
+
+        def collect() -> list[str]:
+            seen: dict[str, None] = {}
+            for prompt in self._index.prompts_newest_first():
+                seen.setdefault(prompt)
+                if len(seen) >= limit:
+                    break
+            return list(seen)
+
+        return self._guarded(collect)
+
+    def close(self) -> None:
+        with self._lock:
+            self._index.close()
+
+    def __enter__(self) -> "HistoryStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def populate(store: HistoryStore, count: int, *, seed: int = 0, end: float | None = None) -> list[str]:
+    """Write `count` finished records fast (no fsync), for benchmarks and tests."""
+    from kling_tui.store_fixtures import populate as _populate
+
+    return _populate(store, count, seed=seed, end=end)

@@ -1,0 +1,313 @@
+"""The derived SQLite index of the task history.
+
+It holds only what the task table shows, so that listing the newest tasks costs the same at
+100,000 tasks as at 10. The TOML files stay the source of truth: this file can be deleted at
+any time and is rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+INDEX_VERSION = 1
+
+ACTIVE_STATUSES = ("pending", "queued", "submitted", "processing")
+FINAL_LOCAL_STATUSES = ("succeed", "failed", "not_created", "error")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    local_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    model TEXT,
+    prompt TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    aspect_ratio TEXT,
+    status TEXT NOT NULL,
+    status_msg TEXT NOT NULL,
+    task_id TEXT,
+    units TEXT,
+    starred INTEGER NOT NULL,
+    finished_at REAL,
+    image_count INTEGER NOT NULL,
+    grp TEXT,
+    external_task_id TEXT,
+    search TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (created_at DESC, local_id DESC);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at DESC);
+CREATE INDEX IF NOT EXISTS tasks_task_id ON tasks (task_id);
+CREATE INDEX IF NOT EXISTS tasks_external ON tasks (external_task_id);
+-- Tasks whose TOML may be newer than their row: a write began and did not finish.
+CREATE TABLE IF NOT EXISTS dirty (local_id TEXT PRIMARY KEY);
+"""
+
+# Column order of the tasks table; the first 15 are TaskRow's fields.
+_COLUMNS = (
+    "local_id", "created_at", "kind", "model", "prompt", "n", "aspect_ratio", "status", "status_msg",
+    "task_id", "units", "starred", "finished_at", "image_count", "grp", "external_task_id", "search",
+)
+_ROW_COLUMNS = ", ".join(_COLUMNS[:15])
+_UPSERT = f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One line of the task table, read from the index (never from TOML)."""
+
+    local_id: str
+    created_at: float
+    kind: str
+    model: str | None
+    prompt: str
+    n: int
+    aspect_ratio: str | None
+    status: str
+    status_msg: str
+    task_id: str | None
+    units: str | None
+    starred: bool
+    finished_at: float | None
+    image_count: int
+    group: str | None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_LOCAL_STATUSES
+
+    @classmethod
+    def from_db(cls, values: Sequence[Any]) -> "TaskRow":
+        values = list(values)
+        values[11] = bool(values[11])
+        return cls(*values)
+
+
+def row_values(record: Any) -> tuple:
+    """The index columns of a TaskRecord, in `_COLUMNS` order."""
+    prompt = record.prompt
+    model = record.model
+    image_count = len(record.image_urls) or len(record.image_paths)
+    search = "\n".join((prompt, model or "", record.task_id or "")).casefold()
+    return (
+        record.local_id, record.created_at, record.kind, model, prompt, record.n, record.aspect_ratio,
+        record.status, record.status_msg, record.task_id, record.units, int(record.starred),
+        record.finished_at, image_count, record.group, record.external_task_id, search,
+    )
+
+
+class IndexDamaged(Exception):
+    """The index file is not a readable SQLite database."""
+
+
+def is_damage(exc: BaseException) -> bool:
+    """A corrupt file, as opposed to a busy database or a programming error."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return False
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "malformed" in text or "not a database" in text
+    return True
+
+
+class TaskIndex:
+    """A thin typed layer over the SQLite file; the caller serialises access."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> str:
+        """Open the file; returns "ok", "new" (empty: needs a rebuild) or "version" (unknown).
+
+        Raises IndexDamaged when the file is not a database.
+        """
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        except sqlite3.DatabaseError as exc:
+            raise IndexDamaged(str(exc)) from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            state = "ok"
+            if "meta" not in tables:
+                state = "new" if not tables else "version"
+            else:
+                row = conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+                if row is None or row[0] != str(INDEX_VERSION):
+                    state = "version"
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if is_damage(exc):
+                raise IndexDamaged(str(exc)) from exc
+            raise
+        if state != "ok":
+            conn.close()
+            self._remove_files()
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            state = "new" if state == "new" else "version"
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(INDEX_VERSION),))
+        self._conn = conn
+        return state
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _remove_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def discard_sidecars(self) -> None:
+        """Drop the WAL files of a damaged index (the main file has been moved aside)."""
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the history index is closed")
+        return self._conn
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self.conn)
+
+    def mark_dirty(self, local_id: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO dirty VALUES (?)", (local_id,))
+
+    def dirty_ids(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT local_id FROM dirty")]
+
+    def upsert(self, values: tuple, *, root_mtime_ns: int | None = None) -> None:
+        """Write one row and clear its dirty mark, in one transaction."""
+        with self.transaction() as conn:
+            conn.execute(_UPSERT, values)
+            conn.execute("DELETE FROM dirty WHERE local_id = ?", (values[0],))
+            if root_mtime_ns is not None:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('root_mtime_ns', ?)", (str(root_mtime_ns),))
+
+    def upsert_many(self, rows: Iterable[tuple]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(_UPSERT, rows)
+
+    def delete(self, local_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM tasks WHERE local_id = ?", (local_id,))
+            conn.execute("DELETE FROM dirty WHERE local_id = ?", (local_id,))
+
+    def clear(self) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM tasks")
+            conn.execute("DELETE FROM dirty")
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def stored_values(self, local_id: str) -> tuple | None:
+        row = self.conn.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE local_id = ?", (local_id,)
+        ).fetchone()
+        return tuple(row) if row else None
+
+    def ids(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT local_id FROM tasks")}
+
+    def recent(
+        self,
+        limit: int,
+        offset: int,
+        *,
+        text: str | None = None,
+        status: str | Sequence[str] | None = None,
+        starred: bool | None = None,
+    ) -> list[TaskRow]:
+        where, args = _filters(text, status, starred)
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM tasks{where} "
+            "ORDER BY created_at DESC, local_id DESC LIMIT ? OFFSET ?"
+        )
+        return [TaskRow.from_db(r) for r in self.conn.execute(sql, (*args, limit, offset))]
+
+    def count(self, *, text=None, status=None, starred=None) -> int:
+        where, args = _filters(text, status, starred)
+        return self.conn.execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0]
+
+    def ids_with_status(self, statuses: Sequence[str]) -> list[str]:
+        marks = ", ".join("?" * len(statuses))
+        sql = f"SELECT local_id FROM tasks WHERE status IN ({marks}) ORDER BY created_at, local_id"
+        return [r[0] for r in self.conn.execute(sql, tuple(statuses))]
+
+    def id_where(self, column: str, value: str) -> str | None:
+        assert column in ("task_id", "external_task_id")
+        sql = f"SELECT local_id FROM tasks WHERE {column} = ? ORDER BY created_at DESC LIMIT 1"
+        row = self.conn.execute(sql, (value,)).fetchone()
+        return row[0] if row else None
+
+    def prompts_newest_first(self) -> Iterator[str]:
+        yield from (r[0] for r in self.conn.execute(
+            "SELECT prompt FROM tasks WHERE prompt != '' ORDER BY created_at DESC, local_id DESC"
+        ))
+
+
+def _filters(text, status, starred) -> tuple[str, tuple]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if text:
+        # instr on a casefolded copy: case-insensitive beyond ASCII, and no LIKE wildcards to escape.
+        clauses.append("instr(search, ?) > 0")
+        args.append(text.casefold())
+    if status:
+        statuses = (status,) if isinstance(status, str) else tuple(status)
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        args.extend(statuses)
+    if starred is not None:
+        clauses.append("starred = ?")
+        args.append(int(starred))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+
+def root_mtime_ns(root: Path) -> int:
+    return os.stat(root).st_mtime_ns
