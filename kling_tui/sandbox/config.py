@@ -8,7 +8,7 @@ from kling_tui.capabilities import Capabilities
 
 # Demo credentials the sandbox accepts unless told otherwise (not secrets: printed by the CLI).
 DEFAULT_ACCESS_KEY = "sandbox-access-key"
-DEFAULT_SECRET_KEY = "sandbox-secret-key"
+DEFAULT_SECRET_KEY = "sandbox-secret-key-not-a-real-secret"  # >= 32 bytes: PyJWT warns below
 DEFAULT_API_KEY = "sandbox-api-key"
 
 
