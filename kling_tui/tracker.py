@@ -1,0 +1,179 @@
+"""One poller for every task in flight.
+
+Each cycle sends ONE list request (page 1, newest first) per kind that has tasks in flight,
+and a GET only for tracked tasks missing from that page. Peers poll each task with its own
+GET every few seconds; with many tasks that is what trips the rate limit (1302).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from kling_tui.errors import KlingError
+from kling_tui.models import Task
+
+log = logging.getLogger(__name__)
+
+NOT_FOUND_CODE = 1201
+GROWTH = 1.5
+ERROR_GROWTH = 2.0
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    task: Task
+    kind: str
+    previous_status: str
+
+
+@dataclass
+class _Tracked:
+    kind: str
+    status: str
+
+
+Callback = Callable[[Any], "Awaitable[None] | None"]
+
+
+class Tracker:
+    """Tracks tasks by `task_id` (an `external_task_id` works too, e.g. after a crash)."""
+
+    def __init__(self, client: Any, *, min_interval: float = 1.0, max_interval: float = 5.0, page_size: int = 500) -> None:
+        if not 0 < min_interval <= max_interval:
+            raise ValueError("need 0 < min_interval <= max_interval")
+        self.client = client
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.page_size = page_size
+        self.interval = min_interval
+        self.errors: list[KlingError] = []  # per-task failures of the last cycle
+        self._tracked: dict[str, _Tracked] = {}
+        self._wake = asyncio.Event()
+        self._poll_now = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tracked)
+
+    def is_tracked(self, task_id: str) -> bool:
+        return task_id in self._tracked
+
+    def track(self, task_id: str, kind: str = "generation", status: str = "submitted") -> None:
+        self._tracked[task_id] = _Tracked(kind, status)
+        self.interval = self.min_interval
+        self._wake.set()  # lets an idle run() start counting its (shorter) interval
+
+    def untrack(self, task_id: str) -> None:
+        self._tracked.pop(task_id, None)
+
+    def wake(self) -> None:
+        """Poll at once instead of waiting out the interval."""
+        self._poll_now = True
+        self._wake.set()
+
+    async def poll_once(self) -> list[StatusChange]:
+        """One cycle. Raises when a list request fails (nothing is then changed); failures of
+        single GETs are kept in `self.errors` and the other tasks are still reported."""
+        self.errors = []
+        changes: list[StatusChange] = []
+        kinds = sorted({entry.kind for entry in self._tracked.values()})
+        for kind in kinds:
+            page = await self.client.list(page=1, page_size=self.page_size, kind=kind)
+            seen: dict[str, Task] = {}
+            for task in page:
+                seen[task.task_id] = task
+                if task.external_task_id:
+                    seen.setdefault(task.external_task_id, task)
+            for key, entry in list(self._tracked.items()):
+                if entry.kind != kind:
+                    continue
+                task = seen.get(key)
+                if task is None:
+                    task = await self._fetch(key, kind)
+                    if task is None:
+                        continue
+                change = self._update(key, entry, task)
+                if change is not None:
+                    changes.append(change)
+        self._adapt(changed=bool(changes), failed=bool(self.errors))
+        return changes
+
+    async def _fetch(self, key: str, kind: str) -> Task | None:
+        try:
+            return await self.client.get(key, kind)
+        except KlingError as exc:
+            self.errors.append(exc)
+            if exc.code == NOT_FOUND_CODE:
+                # The service does not know it (e.g. a create that never happened): stop asking.
+                self.untrack(key)
+            return None
+
+    def _update(self, key: str, entry: _Tracked, task: Task) -> StatusChange | None:
+        if key not in self._tracked:  # untracked while this cycle was waiting on the network
+            return None
+        previous = entry.status
+        if task.is_final:
+            self.untrack(key)
+        else:
+            entry.status = task.task_status
+        if task.task_status == previous:
+            return None
+        return StatusChange(task=task, kind=entry.kind, previous_status=previous)
+
+    def _adapt(self, *, changed: bool, failed: bool) -> None:
+        if failed:
+            self.interval = min(self.max_interval, self.interval * ERROR_GROWTH)
+        elif changed:
+            self.interval = self.min_interval
+        else:
+            self.interval = min(self.max_interval, self.interval * GROWTH)
+
+    async def run(self, on_change: Callback, on_error: Callback | None = None) -> None:
+        """Poll forever (cancel the task to stop); never dies on an API error."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._pause(loop)
+            try:
+                changes = await self.poll_once()
+                errors = list(self.errors)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must survive anything one cycle throws
+                changes, errors = [], [exc]
+                self._adapt(changed=False, failed=True)
+            for change in changes:
+                await _call(on_change, change)
+            for error in errors:
+                if on_error is None:
+                    log.warning("polling failed: %s", error)
+                else:
+                    await _call(on_error, error)
+
+    async def _pause(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until the next cycle is due; idle (no timer) while nothing is in flight."""
+        start = loop.time()
+        while not self._poll_now:
+            if not self._tracked:
+                self._wake.clear()
+                await self._wake.wait()
+                start = loop.time()
+                continue
+            remaining = start + self.interval - loop.time()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                break
+        self._poll_now = False
+
+
+async def _call(callback: Callback, value: Any) -> None:
+    result = callback(value)
+    if inspect.isawaitable(result):
+        await result
