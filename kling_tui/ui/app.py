@@ -1,0 +1,470 @@
+"""The kling-tui application: a form, a live task table and a preview, over the core."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from kling_tui.capabilities import Capabilities
+from kling_tui.draft import load_draft, save_draft
+from kling_tui.errors import InvalidRequest
+from kling_tui.store import HistoryStore, TaskRecord
+from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen
+from kling_tui.ui.form import GenerationForm
+from kling_tui.ui.messages import BackgroundError, RecordChanged
+from kling_tui.ui.preview import PreviewPane
+from kling_tui.ui.tasks import ACTIVE, TaskTable
+
+PAGE_SIZE = 200
+STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+    ("all", None),
+    ("running", ACTIVE),
+    ("succeed", ("succeed",)),
+    ("failed", ("failed", "not_created", "error")),
+)
+
+
+class KlingApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "kling-tui"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("ctrl+j,alt+enter", "submit", "Submit", priority=True, id="app.submit"),
+        Binding("f2", "focus_form", "Form", id="app.focus_form"),
+        Binding("f3", "focus_tasks", "Tasks", id="app.focus_tasks"),
+        Binding("f4", "focus_preview", "Preview", id="app.focus_preview"),
+        Binding("f1,question_mark", "help", "Help", id="app.help"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
+        Binding("slash", "filter", "Filter", id="app.filter"),
+        Binding("s", "cycle_status", "Status filter", show=False, id="app.status_filter"),
+        Binding("o", "open_image", "Open", show=False, id="app.open_image"),
+        Binding("y", "copy_url", "Copy URL", show=False, id="app.copy_url"),
+        Binding("p", "copy_path", "Copy path", show=False, id="app.copy_path"),
+        Binding("c", "copy_prompt", "Copy prompt", show=False, id="app.copy_prompt"),
+        Binding("escape", "escape", "Back", show=False, id="app.escape"),
+    ]
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        sandbox: Any = None,
+        store: HistoryStore | None = None,
+        image_protocol: str = "auto",
+        clock: Callable[[], float] = time.time,
+        poll_interval: float | None = None,
+        start_poller: bool = True,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.sandbox = sandbox
+        self.clock = clock
+        self.image_protocol = image_protocol
+        self.poll_interval = poll_interval if poll_interval is not None else float(getattr(settings, "poll_interval", 1.0) or 1.0)
+        self.start_poller = start_poller
+        self.caps: Capabilities = settings.capabilities()
+        self.store = store or HistoryStore()
+        self.workbench = None  # set by connect()
+        self._client = None
+        self.status_filter = 0
+        self.text_filter = ""
+        self._submitting = 0
+        self._draft_timer = None
+        self._draft = load_draft()
+        theme = self._draft.get("_theme") or getattr(settings, "theme", None)
+        if theme in self.available_themes:
+            self.theme = theme
+        keymap = getattr(settings, "keymap", None)
+        if keymap:
+            self.set_keymap(dict(keymap))
+
+    # -- layout ------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◆")
+        yield GenerationForm(self.caps, draft=self._draft, id="form-pane")
+        with Vertical(id="right"):
+            with Vertical(id="tasks-pane"):
+                with Horizontal(id="filter-bar"):
+                    yield Input(placeholder="filter by prompt, model or task id", id="filter")
+                    yield Static("", id="status-filter")
+                yield TaskTable(clock=self.clock, id="tasks")
+            yield PreviewPane(self.image_protocol, id="preview-pane")
+        yield Footer()
+
+    @property
+    def form(self) -> GenerationForm:
+        return self.query_one(GenerationForm)
+
+    @property
+    def table(self) -> TaskTable:
+        return self.query_one(TaskTable)
+
+    @property
+    def preview(self) -> PreviewPane:
+        return self.query_one(PreviewPane)
+
+    def on_mount(self) -> None:
+        self.query_one("#tasks-pane").border_title = "Tasks"
+        for message in getattr(self.store, "warnings", []) + list(getattr(self.settings, "warnings", [])):
+            self.notify(message, title="Moved aside", severity="warning", timeout=10, markup=False)
+        self.reload_table()
+        self.set_interval(1.0, self.table.tick)
+        if self.sandbox is not None or self.settings.has_credentials:
+            self.connect()
+        else:
+            self.push_screen(SetupScreen(), self._setup_done)
+        self.form.focus_prompt()
+
+    # -- connection --------------------------------------------------------------------
+    @property
+    def endpoint_label(self) -> str:
+        if self.sandbox is not None:
+            return "sandbox"
+        region = getattr(self.settings, "region", None)
+        if region and region != "custom":
+            return region.capitalize()
+        return self.settings.base_url
+
+    def connect(self) -> None:
+        """Build the client and start following tasks."""
+        from kling_tui.auth import ApiKeyAuth, auth_from
+        from kling_tui.client import KlingClient
+        from kling_tui.tracker import Tracker
+        from kling_tui.workbench import Workbench
+
+        if self.sandbox is not None:
+            from kling_tui.sandbox import DEFAULT_API_KEY
+
+            base_url, auth = self.sandbox.base_url, ApiKeyAuth(DEFAULT_API_KEY)
+        else:
+            from kling_tui.auth import Credentials
+
+            credentials = Credentials(self.settings.access_key, self.settings.secret_key, self.settings.api_key)
+            base_url, auth = self.settings.base_url, auth_from(credentials)
+        self._client = KlingClient(base_url, auth, caps=self.caps)
+        tracker = Tracker(self._client, min_interval=self.poll_interval, max_interval=max(5.0, self.poll_interval))
+        self.workbench = Workbench(self._client, self.store, self.caps, tracker=tracker)
+        self.workbench.subscribe(lambda record: self.post_message(RecordChanged(record)))
+        self.update_header()
+        if self.start_poller:
+            self.follow()
+        self.reconcile()
+
+    def _setup_done(self, choice: SetupChoice | None) -> None:
+        if choice is None:
+            self.exit()
+            return
+        from kling_tui.config import save_settings
+
+        if choice.mode == "sandbox":
+            self.settings.sandbox = True
+            self._start_sandbox()
+        else:
+            if choice.mode == "aksk":
+                self.settings.access_key, self.settings.secret_key = choice.access_key, choice.secret_key
+            else:
+                self.settings.api_key = choice.api_key
+            self.settings.region = choice.region
+            if choice.region == "custom":
+                self.settings.custom_base_url = choice.base_url
+        try:
+            save_settings(self.settings)
+        except OSError as exc:
+            self.notify(f"Could not save the config: {exc}", severity="error", markup=False)
+        if choice.mode != "sandbox":
+            self.connect()
+
+    @work(thread=True, group="sandbox")
+    def _start_sandbox(self) -> None:
+        from kling_tui.sandbox import Sandbox, SandboxConfig
+
+        sandbox = Sandbox(SandboxConfig())
+        sandbox.start()
+        self.sandbox = sandbox
+        self.call_from_thread(self.connect)
+
+    @work(group="poller", exclusive=True)
+    async def follow(self) -> None:
+        assert self.workbench is not None
+        await self.workbench.follow(on_error=lambda exc: self.post_message(BackgroundError(exc, "polling")))
+
+    @work(group="reconcile", exclusive=True)
+    async def reconcile(self) -> None:
+        assert self.workbench is not None
+        await self.workbench.reconcile()
+
+    async def on_unmount(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def update_header(self) -> None:
+        used = self.workbench.slots_in_use if self.workbench else 0
+        limit = int(getattr(self.settings, "concurrency", 9) or 9)
+        self.sub_title = f"{self.endpoint_label} · slots {used}/{limit}"
+
+    # -- records -----------------------------------------------------------------------
+    def reload_table(self) -> None:
+        label, statuses = STATUS_FILTERS[self.status_filter]
+        rows = self.store.recent(PAGE_SIZE, text=self.text_filter or None, status=statuses)
+        self.table.load(rows)
+        total = self.store.count(text=self.text_filter or None, status=statuses)
+        self._set_tasks_title(total)
+        self.query_one("#status-filter", Static).update(Text(f"status: {label}"))
+        self.show_selected()
+
+    def _set_tasks_title(self, total: int) -> None:
+        shown = self.table.row_count
+        more = f" · showing {shown}" if shown < total else ""
+        self.query_one("#tasks-pane").border_title = f"Tasks ({total}{more})"
+
+    def _matches_filter(self, record: TaskRecord) -> bool:
+        _, statuses = STATUS_FILTERS[self.status_filter]
+        if statuses and record.status not in statuses:
+            return False
+        if self.text_filter:
+            needle = self.text_filter.lower()
+            haystack = " ".join([record.prompt or "", record.model or "", record.task_id or ""]).lower()
+            return needle in haystack
+        return True
+
+    @on(RecordChanged)
+    def _record_changed(self, message: RecordChanged) -> None:
+        record = message.record
+        if self.table.known(record.local_id) or self._matches_filter(record):
+            self.table.upsert(record)
+        self.update_header()
+        if self.table.selected_key == record.local_id:
+            self.show_selected(record)
+
+    @on(BackgroundError)
+    def _background_error(self, message: BackgroundError) -> None:
+        self.notify(str(message.error), title=f"Error while {message.where}", severity="error", markup=False)
+
+    def selected_record(self) -> TaskRecord | None:
+        key = self.table.selected_key
+        return self.store.get(key) if key else None
+
+    def show_selected(self, record: TaskRecord | None = None) -> None:
+        record = record or self.selected_record()
+        if record is None:
+            self.preview.show_task(None, [], [], "")
+            return
+        folder = self.store.task_dir(record.local_id)
+        paths: list[Path | None] = [folder / p for p in record.image_paths]
+        note = ""
+        if record.status in ("failed", "not_created", "error"):
+            note = f"{record.status.replace('_', ' ')}: {record.status_msg}"
+        self.preview.show_task(record.local_id, paths, list(record.image_urls), record.status, note)
+
+    @on(DataTable.RowHighlighted, "#tasks")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_selected()
+        if event.cursor_row >= self.table.row_count - 1:
+            self._load_more()
+
+    def _load_more(self) -> None:
+        _, statuses = STATUS_FILTERS[self.status_filter]
+        rows = self.store.recent(PAGE_SIZE, offset=self.table.row_count, text=self.text_filter or None, status=statuses)
+        if rows:
+            self.table.append(rows)
+            self._set_tasks_title(self.store.count(text=self.text_filter or None, status=statuses))
+
+    @on(DataTable.RowSelected, "#tasks")
+    def _row_selected(self) -> None:
+        self.preview.focus()
+
+    # -- submitting --------------------------------------------------------------------
+    def action_submit(self) -> None:
+        if self.workbench is None:
+            self.notify("Not connected yet.", severity="warning")
+            return
+        problems = self.form.validate_now()
+        if problems:
+            self.notify("\n".join(str(p) for p in problems), title="Not sent", severity="error", markup=False)
+            return
+        request, _ = self.form.build_request()
+        try:
+            record = self.workbench.record(request)
+        except InvalidRequest as exc:
+            self.notify(str(exc), title="Not sent", severity="error", markup=False)
+            return
+        except OSError as exc:
+            self.notify(f"Could not write history: {exc}", severity="error", markup=False)
+            return
+        self.table.move_cursor(row=0, animate=False)
+        self._send(record, request)
+
+    @work(group="submit")
+    async def _send(self, record: TaskRecord, request: Any) -> None:
+        assert self.workbench is not None
+        self._submitting += 1
+        try:
+            record = await self.workbench.send(record, request)
+        finally:
+            self._submitting -= 1
+        if record.status == "not_created":
+            self.notify(record.status_msg, title="Not created", severity="error", markup=False)
+
+    @on(GenerationForm.SubmitRequested)
+    def _form_submit(self) -> None:
+        self.action_submit()
+
+    @on(GenerationForm.DraftChanged)
+    def _draft_changed(self, message: GenerationForm.DraftChanged) -> None:
+        self._save_draft(message.values)
+
+    # -- actions -----------------------------------------------------------------------
+    def action_focus_form(self) -> None:
+        self.form.focus_prompt()
+
+    def action_focus_tasks(self) -> None:
+        self.table.focus()
+
+    def action_focus_preview(self) -> None:
+        self.preview.focus()
+
+    def action_filter(self) -> None:
+        bar = self.query_one("#filter-bar")
+        bar.add_class("visible")
+        self.query_one("#filter", Input).focus()
+
+    def action_escape(self) -> None:
+        if self.focused is self.query_one("#filter", Input):
+            self.table.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.text_filter = event.value.strip()
+        self.reload_table()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self) -> None:
+        self.table.focus()
+
+    def action_cycle_status(self) -> None:
+        self.status_filter = (self.status_filter + 1) % len(STATUS_FILTERS)
+        self.query_one("#filter-bar").add_class("visible")
+        self.reload_table()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_sections()))
+
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        app_keys = [(b.key, b.description) for b in self.BINDINGS if isinstance(b, Binding)]
+        return [
+            ("Everywhere", app_keys + [("ctrl+p", "Command palette")]),
+            ("Task table", [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview the task")]),
+            ("Preview", [("left / right (h / l)", "Previous / next image")]),
+            ("Form", [("tab / shift+tab", "Next / previous field"), ("ctrl+j or alt+enter", "Submit")]),
+        ]
+
+    def _notify_copied(self, what: str) -> None:
+        self.notify(f"Copied the {what} (OSC 52).", timeout=3)
+
+    def action_copy_url(self) -> None:
+        url = self.preview.current_url
+        if url:
+            self.copy_to_clipboard(url)
+            self._notify_copied("image URL")
+
+    def action_copy_path(self) -> None:
+        path = self.preview.current_path
+        if path:
+            self.copy_to_clipboard(str(path))
+            self._notify_copied("image path")
+
+    def action_copy_prompt(self) -> None:
+        record = self.selected_record()
+        if record and record.prompt:
+            self.copy_to_clipboard(record.prompt)
+            self._notify_copied("prompt")
+
+    def action_open_image(self) -> None:
+        from kling_tui.opener import open_in_viewer
+
+        path = self.preview.current_path
+        if path is None:
+            self.notify("No saved image to open.", severity="warning")
+            return
+        error = open_in_viewer(path)
+        if error:
+            self.notify(error, severity="warning", markup=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Single-letter keys belong to text fields while one has focus.
+        if action in ("cycle_status", "open_image", "copy_url", "copy_path", "copy_prompt", "filter"):
+            return not isinstance(self.focused, (Input,)) and not self._text_area_focused()
+        return True
+
+    def _text_area_focused(self) -> bool:
+        from textual.widgets import TextArea
+
+        return isinstance(self.focused, TextArea)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Submit", "Send the form's request", self.action_submit)
+        yield SystemCommand("Focus form", "Jump to the prompt", self.action_focus_form)
+        yield SystemCommand("Focus tasks", "Jump to the task table", self.action_focus_tasks)
+        yield SystemCommand("Focus preview", "Jump to the image preview", self.action_focus_preview)
+        yield SystemCommand("Filter tasks", "Filter the table by text", self.action_filter)
+        yield SystemCommand("Cycle status filter", "all / running / succeed / failed", self.action_cycle_status)
+        if self.preview.current_path:
+            yield SystemCommand("Open image", "In the system viewer", self.action_open_image)
+            yield SystemCommand("Copy image path", "To the clipboard (OSC 52)", self.action_copy_path)
+        if self.preview.current_url:
+            yield SystemCommand("Copy image URL", "To the clipboard (OSC 52)", self.action_copy_url)
+        if self.selected_record() is not None:
+            yield SystemCommand("Copy prompt", "Of the selected task", self.action_copy_prompt)
+        yield SystemCommand("Keys", "Every key of the app", self.action_help)
+
+    def watch_theme(self, theme: str) -> None:
+        if self.is_mounted:
+            self._save_draft()
+
+    def _save_draft(self, values: dict[str, Any] | None = None) -> None:
+        values = dict(values or self.form.values())
+        values["_theme"] = self.theme
+        try:
+            save_draft(values)
+        except OSError:
+            pass  # the draft is a convenience; history is written elsewhere
+
+    async def action_quit(self) -> None:
+        if self._submitting:
+            self.push_screen(
+                ConfirmDialog(
+                    f"{self._submitting} create request(s) are on their way. They are recorded and will be "
+                    "looked up on the next start. Quit now?",
+                    yes="Quit",
+                ),
+                self._quit_answer,
+            )
+            return
+        self._save_draft()
+        self.exit()
+
+    def _quit_answer(self, quit_now: bool | None) -> None:
+        if quit_now:
+            self._save_draft()
+            self.exit()
+
+
+def make_app(settings: Any = None, **kwargs: Any) -> KlingApp:
+    """The one way the CLI, the tests and the screenshot script build the app."""
+    if settings is None:
+        from kling_tui.config import load_settings
+
+        settings = load_settings()
+    return KlingApp(settings, **kwargs)

@@ -1,0 +1,435 @@
+"""The request form: every field of the spec, shaped by the chosen model's capabilities."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.suggester import Suggester
+from textual.timer import Timer
+from textual.widgets import Button, Input, Label, Select, Static, TextArea
+
+from kling_tui.capabilities import Capabilities, ModelCaps
+from kling_tui.errors import Problem
+from kling_tui.models import GenerationRequest, MultiImageRequest
+from kling_tui.validation import PROMPT_MAX
+
+NO_REFERENCE = "none"
+SUBJECT_FIELDS = tuple(f"subject-{i}" for i in range(1, 5))
+# Form input id -> request field, for fields that are plain text inputs.
+TEXT_FIELDS = {
+    "negative": "negative_prompt",
+    "image": "image",
+    "external-id": "external_task_id",
+    "callback": "callback_url",
+    "scene": "scene_image",
+    "style": "style_image",
+}
+# Request field -> the widget that shows its problems.
+FIELD_WIDGET = {
+    "prompt": "prompt",
+    "negative_prompt": "negative",
+    "image": "image",
+    "image_reference": "reference",
+    "image_fidelity": "image-fidelity",
+    "human_fidelity": "human-fidelity",
+    "resolution": "resolution",
+    "aspect_ratio": "aspect",
+    "n": "n",
+    "external_task_id": "external-id",
+    "callback_url": "callback",
+    "scene_image": "scene",
+    "style_image": "style",
+    "model_name": "model",
+}
+
+
+class PathSuggester(Suggester):
+    """Completes local file paths as you type (URLs are left alone)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value or value.startswith(("http://", "https://")):
+            return None
+        expanded = os.path.expanduser(value)
+        folder, prefix = os.path.split(expanded)
+        try:
+            names = sorted(os.listdir(folder or "."))
+        except OSError:
+            return None
+        for name in names:
+            if name.startswith(prefix) and name != prefix and not name.startswith("."):
+                full = os.path.join(folder, name)
+                suffix = "/" if os.path.isdir(full) else ""
+                return value + name[len(prefix):] + suffix
+        return None
+
+
+class GenerationForm(VerticalScroll):
+    """Collects a request; validates it inline with the core's rules."""
+
+    class SubmitRequested(Message):
+        """The user asked to submit the form's request."""
+
+    class DraftChanged(Message):
+        def __init__(self, values: dict[str, Any]) -> None:
+            super().__init__()
+            self.values = values
+
+    def __init__(self, caps: Capabilities, draft: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.caps = caps
+        self._draft = draft or {}
+        self._validate_timer: Timer | None = None
+        self.problems: list[Problem] = []
+        self._ready = False
+
+    # -- layout ------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        caps = self.caps
+        yield Label("Mode", classes="field-label")
+        yield Select(
+            [("Text or image to image", "generation"), ("Multi-image to image", "multi")],
+            value="generation",
+            allow_blank=False,
+            id="mode",
+        )
+        yield Label("Model", classes="field-label")
+        yield Select([(m, m) for m in caps.names], value=caps.default_model, allow_blank=False, id="model")
+        yield Static("", id="model-hint", classes="hint")
+        with Horizontal(classes="row"):
+            yield Label("Prompt", classes="field-label")
+            yield Label("", id="prompt-count", classes="field-label")
+        yield TextArea("", id="prompt", soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
+        yield Label("Negative prompt", classes="field-label", id="negative-label")
+        yield Input(placeholder="what to avoid", id="negative")
+        yield Static("", id="negative-hint", classes="hint")
+        yield Label("Reference image", classes="field-label", id="image-label")
+        yield Input(placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester())
+        yield Static("", id="image-hint", classes="hint")
+        yield Label("Reference type", classes="field-label", id="reference-label")
+        yield Select(
+            [("none", NO_REFERENCE), ("subject", "subject"), ("face", "face")],
+            value=NO_REFERENCE,
+            allow_blank=False,
+            id="reference",
+        )
+        with Horizontal(classes="row", id="fidelity-row"):
+            with VerticalScroll(classes="half", id="image-fidelity-box"):
+                yield Label("Image fidelity", classes="field-label")
+                yield Input(placeholder="0.5", id="image-fidelity", type="number")
+            with VerticalScroll(classes="half", id="human-fidelity-box"):
+                yield Label("Human fidelity", classes="field-label")
+                yield Input(placeholder="0.45", id="human-fidelity", type="number")
+        for i, field_id in enumerate(SUBJECT_FIELDS, start=1):
+            yield Label(f"Subject image {i}" + ("" if i == 1 else " (optional)"), classes="field-label multi-only")
+            yield Input(placeholder="path or https:// URL", id=field_id, classes="multi-only", suggester=PathSuggester())
+        yield Label("Scene image (optional)", classes="field-label multi-only")
+        yield Input(placeholder="path or https:// URL", id="scene", classes="multi-only", suggester=PathSuggester())
+        yield Label("Style image (optional)", classes="field-label multi-only")
+        yield Input(placeholder="path or https:// URL", id="style", classes="multi-only", suggester=PathSuggester())
+        with Horizontal(classes="row"):
+            with VerticalScroll(classes="half"):
+                yield Label("Aspect ratio", classes="field-label")
+                yield Select([("16:9", "16:9")], value="16:9", allow_blank=False, id="aspect")
+            with VerticalScroll(classes="half", id="resolution-box"):
+                yield Label("Resolution", classes="field-label")
+                yield Select([("1k", "1k")], value="1k", allow_blank=False, id="resolution")
+        yield Label("Images (n, 1-9)", classes="field-label")
+        yield Input(value="1", id="n", type="integer", max_length=2)
+        yield Label("External task id (optional)", classes="field-label")
+        yield Input(placeholder="a fresh id is made when empty", id="external-id")
+        yield Label("Callback URL (optional)", classes="field-label")
+        yield Input(placeholder="https://…", id="callback")
+        yield Static("", id="problems")
+        yield Static("", id="estimate")
+        yield Button("Submit  (ctrl+j)", id="submit", variant="primary")
+
+    def on_mount(self) -> None:
+        self.border_title = "New task"
+        self.restore(self._draft)
+        self._ready = True
+        self.refresh_capabilities()
+        self.validate_now()
+
+    # -- values ------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return str(self.query_one("#mode", Select).value)
+
+    @property
+    def model(self) -> ModelCaps:
+        name = str(self.query_one("#model", Select).value)
+        return self.caps.get(name) or self.caps.models[self.caps.default_model]
+
+    def _text(self, widget_id: str) -> str:
+        return self.query_one(f"#{widget_id}", Input).value.strip()
+
+    def values(self) -> dict[str, Any]:
+        """Every widget's raw value (the draft kept across restarts)."""
+        values: dict[str, Any] = {
+            "mode": self.mode,
+            "model": str(self.query_one("#model", Select).value),
+            "prompt": self.query_one("#prompt", TextArea).text,
+            "reference": str(self.query_one("#reference", Select).value),
+            "aspect": str(self.query_one("#aspect", Select).value),
+            "resolution": str(self.query_one("#resolution", Select).value),
+        }
+        for widget in self.query(Input):
+            if widget.id:
+                values[widget.id] = widget.value
+        return values
+
+    def restore(self, values: dict[str, Any]) -> None:
+        """Fill the form from a draft or a task's parameters (see `load_params`)."""
+        if not values:
+            return
+        if values.get("mode") in ("generation", "multi"):
+            self.query_one("#mode", Select).value = values["mode"]
+        if values.get("model") in self.caps.models:
+            self.query_one("#model", Select).value = values["model"]
+        if isinstance(values.get("prompt"), str):
+            self.query_one("#prompt", TextArea).text = values["prompt"]
+        self._pending_selects = {k: values[k] for k in ("reference", "aspect", "resolution") if k in values}
+        for widget in self.query(Input):
+            if widget.id in values and isinstance(values[widget.id], str):
+                widget.value = values[widget.id]
+        self.refresh_capabilities()
+
+    def load_params(self, kind: str, params: dict[str, Any]) -> None:
+        """Put a recorded task's parameters into the form."""
+        values: dict[str, Any] = {
+            "mode": "multi" if kind == "multi" else "generation",
+            "model": params.get("model_name") or self.caps.default_model,
+            "prompt": params.get("prompt") or "",
+            "reference": params.get("image_reference") or NO_REFERENCE,
+            "aspect": params.get("aspect_ratio") or "16:9",
+            "resolution": params.get("resolution") or "1k",
+            "n": str(params.get("n") or 1),
+            "image-fidelity": "" if params.get("image_fidelity") is None else str(params["image_fidelity"]),
+            "human-fidelity": "" if params.get("human_fidelity") is None else str(params["human_fidelity"]),
+            "external-id": "",
+        }
+        for widget_id, field in TEXT_FIELDS.items():
+            if field != "external_task_id":
+                values[widget_id] = params.get(field) or ""
+        subjects = list(params.get("subject_images") or [])
+        for i, widget_id in enumerate(SUBJECT_FIELDS):
+            values[widget_id] = subjects[i] if i < len(subjects) else ""
+        self.restore(values)
+        self.validate_now()
+
+    def _number(self, widget_id: str, field: str, cast: type, problems: list[Problem]) -> Any:
+        text = self._text(widget_id)
+        if not text:
+            return None
+        try:
+            return cast(text)
+        except ValueError:
+            kind = "an integer" if cast is int else "a number"
+            problems.append(Problem(field, f"must be {kind} (got {text!r})"))
+            return None
+
+    def build_request(self) -> tuple[GenerationRequest | MultiImageRequest, list[Problem]]:
+        """The request the form describes, and the problems of reading it (numbers)."""
+        problems: list[Problem] = []
+        model = self.model
+        n = self._number("n", "n", int, problems)
+        prompt = self.query_one("#prompt", TextArea).text
+        ratio = str(self.query_one("#aspect", Select).value)
+        common: dict[str, Any] = {
+            "model_name": model.name,
+            "n": n,
+            "aspect_ratio": ratio,
+            "external_task_id": self._text("external-id") or None,
+            "callback_url": self._text("callback") or None,
+        }
+        if self.mode == "multi":
+            request: GenerationRequest | MultiImageRequest = MultiImageRequest(
+                subject_images=[self._text(f) for f in SUBJECT_FIELDS if self._text(f)],
+                prompt=prompt or None,
+                scene_image=self._text("scene") or None,
+                style_image=self._text("style") or None,
+                **common,
+            )
+            return request, problems
+        image = self._text("image") or None
+        reference = str(self.query_one("#reference", Select).value)
+        reference_value = reference if reference != NO_REFERENCE and model.reference_types else None
+        resolution_box = self.query_one("#resolution-box")
+        resolution = str(self.query_one("#resolution", Select).value) if resolution_box.display else None
+        request = GenerationRequest(
+            prompt=prompt,
+            negative_prompt=self._text("negative") or None,
+            image=image,
+            image_reference=reference_value,
+            image_fidelity=self._number("image-fidelity", "image_fidelity", float, problems) if image else None,
+            human_fidelity=(
+                self._number("human-fidelity", "human_fidelity", float, problems)
+                if reference_value == "subject"
+                else None
+            ),
+            resolution=resolution,
+            **common,
+        )
+        return request, problems
+
+    # -- model awareness ---------------------------------------------------------------
+    def _set_options(self, widget_id: str, options: tuple[str, ...], preferred: str | None = None) -> None:
+        select = self.query_one(f"#{widget_id}", Select)
+        current = preferred or str(select.value)
+        select.set_options([(o, o) for o in options])
+        select.value = current if current in options else options[0]
+
+    def _show(self, selector: str, visible: bool) -> None:
+        for widget in self.query(selector):
+            widget.set_class(not visible, "hidden")
+
+    def refresh_capabilities(self) -> None:
+        """Show, hide and explain fields by what the chosen mode and model can do."""
+        pending = getattr(self, "_pending_selects", {})
+        self._pending_selects = {}
+        multi = self.mode == "multi"
+        names = self.caps.multi_image_models() if multi else [m for m in self.caps.names if not self.caps.models[m].discontinued]
+        model_select = self.query_one("#model", Select)
+        current = str(model_select.value)
+        if [o for o in names] != getattr(self, "_model_options", None):
+            self._model_options = list(names)
+            model_select.set_options([(n, n) for n in names])
+            model_select.value = current if current in names else names[0]
+        model = self.model
+        image = self._text("image")
+
+        self._show(".multi-only", multi)
+        for widget_id in ("negative-label", "negative", "negative-hint", "image-label", "image", "image-hint"):
+            self._show(f"#{widget_id}", not multi)
+
+        hints = []
+        if multi:
+            hints.append(f"Multi-image to image: 1-4 subject images on {', '.join(self.caps.multi_image_models())}.")
+        elif not model.text_to_image:
+            hints.append(f"{model.name} has no text-to-image: give a reference image (restyle).")
+        if model.restyle and not multi:
+            hints.append("An image restyles it: the output keeps the input's size.")
+        self.query_one("#model-hint", Static).update(Text(" ".join(hints)))
+
+        image_input = self.query_one("#image", Input)
+        image_input.disabled = not model.accepts_image
+        if not model.accepts_image:
+            takers = [m.name for m in self.caps.models.values() if m.accepts_image]
+            image_hint = f"{model.name} takes no reference image (models that do: {', '.join(takers)})."
+        elif model.reference_types:
+            image_hint = f"Needs a reference type on {model.name}: {', '.join(model.reference_types)}."
+        else:
+            image_hint = ""
+        self.query_one("#image-hint", Static).update(Text(image_hint))
+
+        negative = self.query_one("#negative", Input)
+        negative.disabled = bool(image)
+        self.query_one("#negative-hint", Static).update(
+            Text("Not available together with a reference image." if image else "")
+        )
+
+        references = model.reference_types and not multi
+        self._show("#reference-label", bool(references))
+        self._show("#reference", bool(references))
+        reference = pending.get("reference") or str(self.query_one("#reference", Select).value)
+        if references:
+            self._set_options("reference", (NO_REFERENCE, *model.reference_types), reference)
+            reference = str(self.query_one("#reference", Select).value)
+        show_image_fidelity = bool(image) and not multi
+        show_human = show_image_fidelity and references and reference == "subject"
+        self._show("#fidelity-row", show_image_fidelity)
+        self._show("#human-fidelity-box", bool(show_human))
+
+        self._set_options("aspect", model.aspect_ratios, pending.get("aspect"))
+        resolutions = model.image_resolutions if image else model.resolutions
+        restyle_input = bool(image) and model.restyle
+        self._show("#resolution-box", not multi and not restyle_input)
+        self._set_options("resolution", resolutions, pending.get("resolution"))
+
+    # -- validation --------------------------------------------------------------------
+    def validate_now(self) -> list[Problem]:
+        request, problems = self.build_request()
+        read_fields = {p.field for p in problems}
+        problems += [p for p in request.problems(self.caps) if p.field not in read_fields]
+        self.problems = problems
+        self._show_problems(problems, request)
+        return problems
+
+    def _show_problems(self, problems: list[Problem], request: GenerationRequest | MultiImageRequest) -> None:
+        bad_widgets = {FIELD_WIDGET.get(p.field.split("[")[0], "") for p in problems}
+        for p in problems:
+            if p.field.startswith("subject_image_list["):
+                index = int(p.field.split("[")[1].split("]")[0])
+                bad_widgets.add(SUBJECT_FIELDS[min(index, 3)])
+        for widget in self.query(Input):
+            widget.set_class(widget.id in bad_widgets, "-invalid")
+        text = Text()
+        for p in problems:
+            text.append("✗ ", style="bold")
+            text.append(f"{p.field}: {p.rule}\n")
+        self.query_one("#problems", Static).update(text)
+
+        prompt = self.query_one("#prompt", TextArea).text
+        count = self.query_one("#prompt-count", Label)
+        count.update(f"{len(prompt)}/{PROMPT_MAX}")
+        count.set_class(len(prompt) > PROMPT_MAX, "over")
+
+        model = self.model
+        n = request.n or 1
+        resolution = getattr(request, "resolution", None)
+        units = model.units(n if isinstance(n, int) and n > 0 else 1, resolution)
+        self.query_one("#estimate", Static).update(
+            Text(f"{n} image{'s' if n != 1 else ''} on {model.name} ≈ {units:g} units · holds {n} slot{'s' if n != 1 else ''}")
+        )
+
+    def schedule_validation(self) -> None:
+        if not self._ready:
+            return
+        if self._validate_timer is not None:
+            self._validate_timer.stop()
+        self._validate_timer = self.set_timer(0.15, self._validate_and_save)
+
+    def _validate_and_save(self) -> None:
+        self.validate_now()
+        self.post_message(self.DraftChanged(self.values()))
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        if self._ready and event.select.id in ("mode", "model", "reference"):
+            self.refresh_capabilities()
+        self.schedule_validation()
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        if self._ready and event.input.id == "image":
+            self.refresh_capabilities()
+        self.schedule_validation()
+
+    @on(TextArea.Changed)
+    def _prompt_changed(self) -> None:
+        self.schedule_validation()
+
+    @on(Button.Pressed, "#submit")
+    def _submit_pressed(self) -> None:
+        self.post_message(self.SubmitRequested())
+
+    @on(Input.Submitted)
+    def _input_submitted(self) -> None:
+        self.post_message(self.SubmitRequested())
+
+    def focus_prompt(self) -> None:
+        self.query_one("#prompt", TextArea).focus()
+
+    def set_prompt(self, text: str) -> None:
+        self.query_one("#prompt", TextArea).text = text
+        self.validate_now()
+

@@ -1,0 +1,29 @@
+"""Start the TUI: settings, optional in-process sandbox, image protocol detection."""
+
+from __future__ import annotations
+
+
+def run_tui(*, sandbox: bool = False, image_protocol: str | None = None) -> int:
+    from kling_tui.config import load_settings
+
+    settings = load_settings()
+    protocol = image_protocol or getattr(settings, "image_protocol", None) or "auto"
+    if protocol != "none":
+        # textual-image asks the terminal what it supports: this must happen before Textual starts.
+        import textual_image.widget  # noqa: F401
+
+    server = None
+    if sandbox or getattr(settings, "sandbox", False):
+        from kling_tui.sandbox import Sandbox, SandboxConfig
+
+        server = Sandbox(SandboxConfig())
+        server.start()
+    from kling_tui.ui.app import make_app
+
+    app = make_app(settings, sandbox=server, image_protocol=protocol)
+    try:
+        app.run()
+    finally:
+        if server is not None:
+            server.stop()
+    return app.return_code or 0

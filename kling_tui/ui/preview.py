@@ -1,0 +1,186 @@
+"""The preview pane: the selected task's images, drawn with textual-image."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Center, Vertical
+from textual.widget import Widget
+from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+PREVIEW_MAX_SIDE = 1024
+CACHE_SIZE = 48
+
+
+def image_widget_class(protocol: str) -> type[Widget] | None:
+    """The textual-image widget for a protocol name; None draws no image."""
+    if protocol == "none":
+        return None
+    from textual_image import widget as tiw
+
+    return {
+        "auto": tiw.Image,
+        "kitty": tiw.TGPImage,
+        "sixel": tiw.SixelImage,
+        "halfcell": tiw.HalfcellImage,
+        "unicode": tiw.UnicodeImage,
+    }[protocol]
+
+
+class PreviewCache:
+    """Downsized previews by (path, mtime): decode and resize once per file."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, float], "PILImage"] = OrderedDict()
+
+    def get(self, path: Path) -> "PILImage | None":
+        try:
+            key = (str(path), path.stat().st_mtime)
+        except OSError:
+            return None
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return None
+
+    def load(self, path: Path) -> "PILImage":
+        """Decode and shrink (blocking: call from a thread)."""
+        from PIL import Image
+
+        cached = self.get(path)
+        if cached is not None:
+            return cached
+        key = (str(path), path.stat().st_mtime)
+        with Image.open(path) as img:
+            img.draft("RGB", (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+            small = img.convert("RGB")
+        small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+        self._items[key] = small
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return small
+
+
+class PreviewPane(Vertical, can_focus=True):
+    """Shows image `index` of the selected task; left/right step through them."""
+
+    BINDINGS = [
+        Binding("left,h", "step(-1)", "Prev image", id="preview.prev"),
+        Binding("right,l", "step(1)", "Next image", id="preview.next"),
+    ]
+
+    def __init__(self, protocol: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.protocol = protocol
+        self.cache = PreviewCache()
+        self.paths: list[Path | None] = []
+        self.urls: list[str] = []
+        self.index = 0
+        self.owner: str | None = None
+        self._image_cls = image_widget_class(protocol)
+        self._image: Widget | None = None
+        self.shown: Path | None = None  # the file drawn right now (tests and benchmarks read it)
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="preview-caption")
+        with Center(id="preview-body"):
+            yield Static("Select a task to see its images.", id="preview-message")
+
+    def on_mount(self) -> None:
+        self.border_title = "Preview"
+
+    def _message(self, text: str) -> None:
+        self.shown = None
+        if self._image is not None:
+            self._image.display = False
+        message = self.query_one("#preview-message", Static)
+        message.display = True
+        message.update(Text(text))
+
+    def show_task(self, owner: str | None, paths: list[Path | None], urls: list[str], status: str, note: str = "") -> None:
+        """Point the pane at a task; keeps the index when the same task refreshes."""
+        if owner != self.owner:
+            self.index = 0
+        self.owner = owner
+        self.paths = paths
+        self.urls = urls
+        count = max(len(paths), len(urls))
+        if owner is None:
+            self._caption("")
+            self._message("Select a task to see its images.")
+            return
+        if count == 0:
+            self._caption("")
+            self._message(note or f"No images yet ({status}).")
+            return
+        self.index = min(self.index, count - 1)
+        self._draw()
+
+    def _caption(self, text: str) -> None:
+        self.query_one("#preview-caption", Static).update(Text(text))
+
+    def _draw(self) -> None:
+        count = max(len(self.paths), len(self.urls))
+        path = self.paths[self.index] if self.index < len(self.paths) else None
+        where = str(path) if path else (self.urls[self.index] if self.index < len(self.urls) else "")
+        self._caption(f"{self.index + 1}/{count}  {where}")
+        if path is None:
+            self._message("Saving the image…")
+            return
+        if self._image_cls is None:
+            self._message(f"Image saved at {path}\n(--image-protocol none)")
+            self.shown = path
+            return
+        cached = self.cache.get(path)
+        if cached is not None:
+            self._put(path, cached)
+        else:
+            self._load(path)
+
+    @work(thread=True, exclusive=True, group="preview")
+    def _load(self, path: Path) -> None:
+        try:
+            image = self.cache.load(path)
+        except Exception as exc:  # an unreadable file must not take the app down
+            self.app.call_from_thread(self._message, f"Cannot show {path.name}: {exc}")
+            return
+        self.app.call_from_thread(self._put, path, image)
+
+    def _put(self, path: Path, image: "PILImage") -> None:
+        current = self.paths[self.index] if self.index < len(self.paths) else None
+        if current != path:
+            return
+        self.query_one("#preview-message", Static).display = False
+        if self._image is None:
+            assert self._image_cls is not None
+            self._image = self._image_cls(image, classes="preview-image")
+            self.query_one("#preview-body").mount(self._image)
+        else:
+            self._image.image = image  # type: ignore[attr-defined]
+            self._image.display = True
+        self.shown = path
+
+    def action_step(self, delta: int) -> None:
+        count = max(len(self.paths), len(self.urls))
+        if count == 0:
+            return
+        self.index = (self.index + delta) % count
+        self._draw()
+
+    @property
+    def current_path(self) -> Path | None:
+        return self.paths[self.index] if self.index < len(self.paths) else None
+
+    @property
+    def current_url(self) -> str | None:
+        return self.urls[self.index] if self.index < len(self.urls) else None

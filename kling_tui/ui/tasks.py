@@ -1,0 +1,173 @@
+"""The live task table: newest first, updated in place by row key."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Callable
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from kling_tui.store import TaskRecord, TaskRow
+
+STATUS_STYLES = {
+    "queued": "dim",
+    "pending": "yellow",
+    "submitted": "cyan",
+    "processing": "bold cyan",
+    "succeed": "green",
+    "failed": "bold red",
+    "not_created": "red",
+    "error": "red",
+}
+STATUS_ICONS = {
+    "queued": "…",
+    "pending": "↑",
+    "submitted": "◌",
+    "processing": "◐",
+    "succeed": "✓",
+    "failed": "✗",
+    "not_created": "✗",
+    "error": "!",
+}
+ACTIVE = ("queued", "pending", "submitted", "processing")
+COLUMNS = (("time", "Time"), ("model", "Model"), ("prompt", "Prompt"), ("n", "n"), ("ratio", "Ratio"), ("status", "Status"), ("units", "Units"))
+PROMPT_WIDTH = 40
+
+
+class Stamp(Text):
+    """A time cell that sorts by its timestamp."""
+
+    def __init__(self, ts: float) -> None:
+        super().__init__(datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S"))
+        self.ts = ts
+
+
+def _elapsed(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def status_cell(row: TaskRow | TaskRecord, now: float) -> Text:
+    status = row.status
+    start = getattr(row, "submitted_at", None) or row.created_at
+    end = row.finished_at or now
+    label = "not created" if status == "not_created" else status
+    text = Text(f"{STATUS_ICONS.get(status, '?')} {label}", style=STATUS_STYLES.get(status, ""))
+    if status in ("submitted", "processing", "succeed", "failed"):
+        text.append(f" {_elapsed(end - start)}", style="dim")
+    if status in ("failed", "not_created", "error") or (status == "pending" and row.status_msg):
+        if row.status_msg:
+            text.append(f" {row.status_msg}", style="")
+    return text
+
+
+def prompt_cell(prompt: str) -> Text:
+    flat = " ".join(prompt.split())
+    return Text(flat if len(flat) <= PROMPT_WIDTH else flat[: PROMPT_WIDTH - 1] + "…", no_wrap=True)
+
+
+def _model(row: TaskRow | TaskRecord) -> str:
+    model = row.model or ""
+    return model.removeprefix("kling-") or "-"
+
+
+def _n(row: TaskRow | TaskRecord) -> str:
+    return str(row.n or 1)
+
+
+def _ratio(row: TaskRow | TaskRecord) -> str:
+    return row.aspect_ratio or "-"
+
+
+class TaskTable(DataTable):
+    """One row per task; keys are local ids. Cells change in place, rows are never rebuilt."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="tasks.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="tasks.up"),
+        Binding("g", "scroll_top", "First", show=False, id="tasks.first"),
+        Binding("G", "scroll_bottom", "Last", show=False, id="tasks.last"),
+    ]
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self.clock = clock
+        self._rows: dict[str, TaskRow | TaskRecord] = {}
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def _cells(self, row: TaskRow | TaskRecord) -> list:
+        now = self.clock()
+        return [
+            Stamp(row.created_at),
+            Text(_model(row)),
+            prompt_cell(row.prompt or ""),
+            Text(_n(row), justify="right"),
+            Text(_ratio(row)),
+            status_cell(row, now),
+            Text(row.units or "", justify="right"),
+        ]
+
+    def load(self, rows: list[TaskRow]) -> None:
+        """Show a fresh set of rows (start-up, a new filter, more history)."""
+        self.clear()
+        self._rows.clear()
+        self.append(rows)
+
+    def append(self, rows: list[TaskRow]) -> None:
+        for row in rows:
+            if row.local_id in self._rows:
+                continue
+            self._rows[row.local_id] = row
+            self.add_row(*self._cells(row), key=row.local_id)
+
+    def upsert(self, record: TaskRecord, *, at_top: bool = True) -> None:
+        """Show a record's current state: new rows go on top, known rows change in place."""
+        if record.local_id in self._rows:
+            old = self._rows[record.local_id]
+            self._rows[record.local_id] = record
+            cells = self._cells(record)
+            before = self._cells(old)
+            for (key, _), new, was in zip(COLUMNS[1:], cells[1:], before[1:]):
+                if new.plain != was.plain or new.style != was.style:
+                    self.update_cell(record.local_id, key, new)
+            return
+        self._rows[record.local_id] = record
+        selected = self.selected_key
+        self.add_row(*self._cells(record), key=record.local_id)
+        if at_top:
+            self.sort("time", key=lambda cells: -cells[0].ts if isinstance(cells[0], Stamp) else 0)
+            if selected is not None:
+                self.move_cursor(row=self.get_row_index(selected), animate=False)
+
+    def tick(self) -> None:
+        """Refresh the elapsed time of rows still running."""
+        now = self.clock()
+        for local_id, row in self._rows.items():
+            if row.status in ("submitted", "processing"):
+                self.update_cell(local_id, "status", status_cell(row, now))
+
+    @property
+    def selected_key(self) -> str | None:
+        if self.row_count == 0:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return key.value
+
+    def known(self, local_id: str) -> bool:
+        return local_id in self._rows
+
+    def row_data(self, local_id: str) -> TaskRow | TaskRecord | None:
+        return self._rows.get(local_id)

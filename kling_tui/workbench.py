@@ -1,0 +1,231 @@
+"""Submitting, following and saving tasks: the loop the TUI and the CLI share.
+
+The workbench ties the client, the tracker and the history store together, and tells its
+listeners about every record it changes. History is written before each create is sent
+(write-ahead), so a task the server may have created is never missing from it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from kling_tui.capabilities import Capabilities
+from kling_tui.client import KlingClient
+from kling_tui.errors import InvalidRequest, KlingError, NetworkError
+from kling_tui.models import GenerationRequest, MultiImageRequest, Task
+from kling_tui.store import HistoryStore, TaskRecord
+from kling_tui.tracker import StatusChange, Tracker
+
+Request = GenerationRequest | MultiImageRequest
+Listener = Callable[[TaskRecord], None]
+
+ACTIVE_ON_SERVER = ("submitted", "processing")
+TASK_NOT_FOUND = 1201
+
+
+def _image_suffix(url: str) -> str:
+    path = url.split("?", 1)[0].lower()
+    for suffix in (".png", ".jpg", ".jpeg", ".webp"):
+        if path.endswith(suffix):
+            return suffix
+    return ".png"
+
+
+class Workbench:
+    def __init__(
+        self,
+        client: KlingClient,
+        store: HistoryStore,
+        caps: Capabilities,
+        *,
+        tracker: Tracker | None = None,
+        auto_download: bool = True,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.caps = caps
+        self.tracker = tracker or Tracker(client)
+        self.auto_download = auto_download
+        self._listeners: list[Listener] = []
+        # Records whose n counts against the server's concurrency slots, by local id.
+        self._running: dict[str, TaskRecord] = {}
+
+    # -- listeners ---------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, record: TaskRecord) -> TaskRecord:
+        if record.status in ACTIVE_ON_SERVER or record.status == "pending":
+            self._running[record.local_id] = record
+        else:
+            self._running.pop(record.local_id, None)
+        for listener in self._listeners:
+            listener(record)
+        return record
+
+    def _update(self, local_id: str, **changes) -> TaskRecord:
+        return self._changed(self.store.update(local_id, **changes))
+
+    @property
+    def slots_in_use(self) -> int:
+        return sum(int(r.params.get("n") or 1) for r in self._running.values())
+
+    # -- submitting --------------------------------------------------------------------
+    def check(self, request: Request) -> None:
+        """Raise InvalidRequest when the request breaks a rule; nothing is recorded or sent."""
+        request.build(self.caps)
+
+    def record(self, request: Request, status: str = "pending", group: str | None = None) -> TaskRecord:
+        """Write the request to history before anything is sent (write-ahead)."""
+        self.check(request)
+        record = self.store.new_record(request.kind, request.params(), external_task_id=request.external_task_id)
+        request.external_task_id = record.external_task_id
+        changes = {}
+        if status != "pending":
+            changes["status"] = status
+        if group:
+            changes["group"] = group
+        if changes:
+            record = self.store.update(record.local_id, **changes)
+        return self._changed(record)
+
+    async def submit(self, request: Request, group: str | None = None) -> TaskRecord:
+        """Record, then create; returns the record in its state after the create."""
+        record = self.record(request, group=group)
+        return await self.send(record, request)
+
+    async def send(self, record: TaskRecord, request: Request) -> TaskRecord:
+        """Send the create of an already recorded task."""
+        request.external_task_id = record.external_task_id
+        if record.status != "pending":
+            record = self._update(record.local_id, status="pending", status_msg="")
+        try:
+            task = await self.client.create(request)
+        except InvalidRequest as exc:
+            return self._update(record.local_id, status="not_created", status_msg=str(exc), error_code=1201)
+        except NetworkError as exc:
+            if exc.maybe_sent:
+                # The server may hold the task: keep it pending and look it up later.
+                return self._update(record.local_id, status_msg=f"not confirmed yet: {exc}")
+            return self._update(record.local_id, status="not_created", status_msg=str(exc))
+        except KlingError as exc:
+            return self._update(
+                record.local_id, status="not_created", status_msg=str(exc), error_code=exc.code
+            )
+        return self._adopt(record, task)
+
+    def _adopt(self, record: TaskRecord, task: Task) -> TaskRecord:
+        now = time.time()
+        record = self._update(
+            record.local_id,
+            task_id=task.task_id,
+            status=task.task_status,
+            status_msg=task.task_status_msg,
+            submitted_at=record.submitted_at or now,
+            updated_at=now,
+            error_code=None,
+        )
+        if task.is_final:
+            return self._finish(record, task)
+        self.tracker.track(task.task_id, record.kind, task.task_status)
+        self.tracker.wake()
+        return record
+
+    # -- following ---------------------------------------------------------------------
+    async def reconcile(self) -> list[TaskRecord]:
+        """On start: follow tasks still running, and look up creates never confirmed."""
+        changed = []
+        for record in self.store.active():
+            if record.status == "queued":
+                self._changed(record)
+                continue
+            if record.task_id:
+                self._changed(record)
+                self.tracker.track(record.task_id, record.kind, record.status)
+                continue
+            changed.append(await self.confirm(record))
+        return changed
+
+    async def confirm(self, record: TaskRecord) -> TaskRecord:
+        """Settle a pending record by looking its external_task_id up on the server."""
+        try:
+            task = await self.client.get(record.external_task_id, kind=record.kind)
+        except KlingError as exc:
+            if exc.code == TASK_NOT_FOUND:
+                return self._update(
+                    record.local_id,
+                    status="not_created",
+                    status_msg="not created: the server has no task with this external_task_id",
+                    error_code=exc.code,
+                )
+            return self._update(record.local_id, status_msg=f"not confirmed yet: {exc}")
+        return self._adopt(record, task)
+
+    def apply(self, change: StatusChange) -> TaskRecord | None:
+        """Record a status change the tracker reported."""
+        record = self.store.find_by_task_id(change.task.task_id)
+        if record is None:
+            return None
+        task = change.task
+        record = self._update(
+            record.local_id,
+            status=task.task_status,
+            status_msg=task.task_status_msg,
+            updated_at=time.time(),
+        )
+        if task.is_final:
+            record = self._finish(record, task)
+        return record
+
+    def _finish(self, record: TaskRecord, task: Task) -> TaskRecord:
+        return self._update(
+            record.local_id,
+            finished_at=time.time(),
+            units=task.final_unit_deduction,
+            image_urls=[img.url for img in sorted(task.images, key=lambda i: i.index)],
+        )
+
+    async def follow(self, on_error: Callable[[Exception], None] | None = None) -> None:
+        """Poll forever; each change is recorded and its images saved."""
+
+        async def on_change(change: StatusChange) -> None:
+            record = self.apply(change)
+            if record is not None and record.status == "succeed" and self.auto_download:
+                await self.save_images(record, on_error=on_error)
+
+        await self.tracker.run(on_change, on_error)
+
+    # -- images ------------------------------------------------------------------------
+    def image_path(self, record: TaskRecord, index: int) -> Path | None:
+        if index < len(record.image_paths):
+            path = self.store.task_dir(record.local_id) / record.image_paths[index]
+            return path if path.exists() else None
+        return None
+
+    async def save_images(
+        self, record: TaskRecord, on_error: Callable[[Exception], None] | None = None
+    ) -> TaskRecord:
+        """Download every result image into the task's folder (Kling deletes them after 30 days)."""
+        folder = self.store.task_dir(record.local_id)
+        paths = list(record.image_paths)
+        for index, url in enumerate(record.image_urls):
+            name = f"image-{index + 1}{_image_suffix(url)}"
+            if index < len(paths) and (folder / paths[index]).exists():
+                continue
+            try:
+                saved = await self.client.download(url, folder, name)
+            except (KlingError, OSError, ValueError) as exc:
+                if on_error:
+                    on_error(exc)
+                break
+            if index < len(paths):
+                paths[index] = saved.name
+            else:
+                paths.append(saved.name)
+            record = self._update(record.local_id, image_paths=list(paths))
+        return record
+
+    def running(self) -> Iterable[TaskRecord]:
+        return list(self._running.values())

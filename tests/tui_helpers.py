@@ -1,0 +1,22 @@
+"""Driving the real app against the real sandbox: waiting for conditions, not for time."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+DEFAULT_TIMEOUT = 15.0
+
+
+async def wait_for(pilot, condition: Callable[[], object], timeout: float = DEFAULT_TIMEOUT, what: str = "") -> None:
+    """Let the app run until `condition()` holds; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await pilot.pause(0.02)
+
+
+def cell_text(table, row_key: str, column: str) -> str:
+    value = table.get_cell(row_key, column)
+    return getattr(value, "plain", str(value))
