@@ -33,7 +33,10 @@ def output_size(aspect_ratio: str | None, resolution: str | None) -> tuple[int, 
 def _font(size: int):
     from PIL import ImageFont
 
-    return ImageFont.load_default(size=size)
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: only the small bitmap font
+        return ImageFont.load_default()
 
 
 def render_png(prompt: str, index: int, width: int, height: int) -> bytes:
