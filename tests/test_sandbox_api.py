@@ -259,3 +259,12 @@ def test_costs_report_the_pack_going_down_and_are_rate_limited(sandbox_config):
 def test_unknown_paths_and_methods_answer_in_kling_form(http):
     assert_error(http.get("/v1/videos"), 404, 1203)
     assert_error(http.delete(GEN), 404, 1202)
+
+
+def test_a_capability_override_reaches_the_sandbox():
+    from kling_tui.capabilities import load_capabilities
+
+    caps = load_capabilities({"models": {"kling-v1": {"discontinued": True}}})
+    with Sandbox(SandboxConfig(capabilities=caps)) as sb, client_for(sb) as http:
+        body = assert_error(http.post(GEN, json={"prompt": "x", "model_name": "kling-v1"}), 404, 1203)
+        assert "The model 'kling-v1' has been discontinued" in body["message"]

@@ -83,3 +83,14 @@ def test_cli_reports_a_busy_port():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_loading_the_sandbox_cli_does_not_load_the_server_stack():
+    code = (
+        "import sys, argparse\n"
+        "from kling_tui.sandbox import cli, SandboxConfig\n"
+        "cli.add_arguments(argparse.ArgumentParser())\n"
+        "print(sorted(m for m in ('uvicorn', 'starlette', 'textual', 'PIL') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
