@@ -78,6 +78,7 @@ class KlingApp(App[None]):
         self.workbench = None  # set by connect()
         self._client = None
         self.status_filter = 0
+        self._total = 0
         self.text_filter = ""
         self._submitting = 0
         self._draft_timer = None
@@ -218,8 +219,8 @@ class KlingApp(App[None]):
         label, statuses = STATUS_FILTERS[self.status_filter]
         rows = self.store.recent(PAGE_SIZE, text=self.text_filter or None, status=statuses)
         self.table.load(rows)
-        total = self.store.count(text=self.text_filter or None, status=statuses)
-        self._set_tasks_title(total)
+        self._total = self.store.count(text=self.text_filter or None, status=statuses)
+        self._set_tasks_title(self._total)
         self.query_one("#status-filter", Static).update(Text(f"status: {label}"))
         self.show_selected()
 
@@ -241,7 +242,11 @@ class KlingApp(App[None]):
     @on(RecordChanged)
     def _record_changed(self, message: RecordChanged) -> None:
         record = message.record
-        if self.table.known(record.local_id) or self._matches_filter(record):
+        if not self.table.known(record.local_id) and self._matches_filter(record):
+            self.table.upsert(record)
+            self._total += 1
+            self._set_tasks_title(self._total)
+        elif self.table.known(record.local_id):
             self.table.upsert(record)
         self.update_header()
         if self.table.selected_key == record.local_id:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.suggester import Suggester
 from textual.timer import Timer
@@ -94,63 +94,70 @@ class GenerationForm(VerticalScroll):
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         caps = self.caps
-        yield Label("Mode", classes="field-label")
-        yield Select(
-            [("Text or image to image", "generation"), ("Multi-image to image", "multi")],
-            value="generation",
-            allow_blank=False,
-            id="mode",
-        )
-        yield Label("Model", classes="field-label")
-        yield Select([(m, m) for m in caps.names], value=caps.default_model, allow_blank=False, id="model")
-        yield Static("", id="model-hint", classes="hint")
         with Horizontal(classes="row"):
             yield Label("Prompt", classes="field-label")
             yield Label("", id="prompt-count", classes="field-label")
-        yield TextArea("", id="prompt", soft_wrap=True, show_line_numbers=False, tab_behavior="focus")
+        yield TextArea("", id="prompt", soft_wrap=True, show_line_numbers=False, tab_behavior="focus", compact=True)
         yield Label("Negative prompt", classes="field-label", id="negative-label")
-        yield Input(placeholder="what to avoid", id="negative")
+        yield Input(placeholder="what to avoid", id="negative", compact=True)
         yield Static("", id="negative-hint", classes="hint")
+        with Horizontal(classes="row"):
+            with Vertical(classes="half"):
+                yield Label("Model", classes="field-label")
+                yield Select([(m, m) for m in caps.names], value=caps.default_model, allow_blank=False, id="model", compact=True)
+            with Vertical(classes="half"):
+                yield Label("Mode", classes="field-label")
+                yield Select(
+                    [("text/image", "generation"), ("multi-image", "multi")],
+                    value="generation",
+                    allow_blank=False,
+                    id="mode",
+                    compact=True,
+                )
+        yield Static("", id="model-hint", classes="hint")
+        with Horizontal(classes="row"):
+            with Vertical(classes="third"):
+                yield Label("Ratio", classes="field-label")
+                yield Select([("16:9", "16:9")], value="16:9", allow_blank=False, id="aspect", compact=True)
+            with Vertical(classes="third", id="resolution-box"):
+                yield Label("Resolution", classes="field-label")
+                yield Select([("1k", "1k")], value="1k", allow_blank=False, id="resolution", compact=True)
+            with Vertical(classes="third"):
+                yield Label("n (1-9)", classes="field-label")
+                yield Input(value="1", id="n", type="integer", max_length=2, compact=True)
         yield Label("Reference image", classes="field-label", id="image-label")
-        yield Input(placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester())
+        yield Input(placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester(), compact=True)
         yield Static("", id="image-hint", classes="hint")
-        yield Label("Reference type", classes="field-label", id="reference-label")
-        yield Select(
-            [("none", NO_REFERENCE), ("subject", "subject"), ("face", "face")],
-            value=NO_REFERENCE,
-            allow_blank=False,
-            id="reference",
-        )
         with Horizontal(classes="row", id="fidelity-row"):
-            with VerticalScroll(classes="half", id="image-fidelity-box"):
+            with Vertical(classes="third", id="reference-box"):
+                yield Label("Reference", classes="field-label")
+                yield Select(
+                    [("none", NO_REFERENCE), ("subject", "subject"), ("face", "face")],
+                    value=NO_REFERENCE,
+                    allow_blank=False,
+                    id="reference",
+                    compact=True,
+                )
+            with Vertical(classes="third"):
                 yield Label("Image fidelity", classes="field-label")
-                yield Input(placeholder="0.5", id="image-fidelity", type="number")
-            with VerticalScroll(classes="half", id="human-fidelity-box"):
+                yield Input(placeholder="0.5", id="image-fidelity", type="number", compact=True)
+            with Vertical(classes="third", id="human-fidelity-box"):
                 yield Label("Human fidelity", classes="field-label")
-                yield Input(placeholder="0.45", id="human-fidelity", type="number")
+                yield Input(placeholder="0.45", id="human-fidelity", type="number", compact=True)
         for i, field_id in enumerate(SUBJECT_FIELDS, start=1):
             yield Label(f"Subject image {i}" + ("" if i == 1 else " (optional)"), classes="field-label multi-only")
-            yield Input(placeholder="path or https:// URL", id=field_id, classes="multi-only", suggester=PathSuggester())
+            yield Input(placeholder="path or https:// URL", id=field_id, classes="multi-only", suggester=PathSuggester(), compact=True)
         yield Label("Scene image (optional)", classes="field-label multi-only")
-        yield Input(placeholder="path or https:// URL", id="scene", classes="multi-only", suggester=PathSuggester())
+        yield Input(placeholder="path or https:// URL", id="scene", classes="multi-only", suggester=PathSuggester(), compact=True)
         yield Label("Style image (optional)", classes="field-label multi-only")
-        yield Input(placeholder="path or https:// URL", id="style", classes="multi-only", suggester=PathSuggester())
-        with Horizontal(classes="row"):
-            with VerticalScroll(classes="half"):
-                yield Label("Aspect ratio", classes="field-label")
-                yield Select([("16:9", "16:9")], value="16:9", allow_blank=False, id="aspect")
-            with VerticalScroll(classes="half", id="resolution-box"):
-                yield Label("Resolution", classes="field-label")
-                yield Select([("1k", "1k")], value="1k", allow_blank=False, id="resolution")
-        yield Label("Images (n, 1-9)", classes="field-label")
-        yield Input(value="1", id="n", type="integer", max_length=2)
+        yield Input(placeholder="path or https:// URL", id="style", classes="multi-only", suggester=PathSuggester(), compact=True)
         yield Label("External task id (optional)", classes="field-label")
-        yield Input(placeholder="a fresh id is made when empty", id="external-id")
+        yield Input(placeholder="a fresh id is made when empty", id="external-id", compact=True)
         yield Label("Callback URL (optional)", classes="field-label")
-        yield Input(placeholder="https://…", id="callback")
+        yield Input(placeholder="https://…", id="callback", compact=True)
         yield Static("", id="problems")
         yield Static("", id="estimate")
-        yield Button("Submit  (ctrl+j)", id="submit", variant="primary")
+        yield Button("Submit  ctrl+j", id="submit", variant="primary", compact=True)
 
     def on_mount(self) -> None:
         self.border_title = "New task"
@@ -338,8 +345,7 @@ class GenerationForm(VerticalScroll):
         )
 
         references = model.reference_types and not multi
-        self._show("#reference-label", bool(references))
-        self._show("#reference", bool(references))
+        self._show("#reference-box", bool(references))
         reference = pending.get("reference") or str(self.query_one("#reference", Select).value)
         if references:
             self._set_options("reference", (NO_REFERENCE, *model.reference_types), reference)

@@ -20,7 +20,9 @@ def run_tui(*, sandbox: bool = False, image_protocol: str | None = None) -> int:
         server.start()
     from kling_tui.ui.app import make_app
 
-    app = make_app(settings, sandbox=server, image_protocol=protocol)
+    # The sandbox's tasks take seconds: poll it briskly so results show as soon as they exist.
+    poll = min(settings.poll_interval, 0.5) if server is not None else None
+    app = make_app(settings, sandbox=server, image_protocol=protocol, poll_interval=poll)
     try:
         app.run()
     finally:

@@ -33,15 +33,19 @@ STATUS_ICONS = {
     "error": "!",
 }
 ACTIVE = ("queued", "pending", "submitted", "processing")
-COLUMNS = (("time", "Time"), ("model", "Model"), ("prompt", "Prompt"), ("n", "n"), ("ratio", "Ratio"), ("status", "Status"), ("units", "Units"))
-PROMPT_WIDTH = 40
+# The prompt goes last: it is the one column that may be cut at the pane's edge.
+COLUMNS = (("time", "Time"), ("status", "Status"), ("model", "Model"), ("n", "n"), ("ratio", "Ratio"), ("units", "Units"), ("prompt", "Prompt"))
+PROMPT_WIDTH = 60
+STATUS_MSG_WIDTH = 40
 
 
 class Stamp(Text):
     """A time cell that sorts by its timestamp."""
 
     def __init__(self, ts: float) -> None:
-        super().__init__(datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S"))
+        when = datetime.fromtimestamp(ts)
+        today = datetime.now().date() == when.date()
+        super().__init__(when.strftime("%H:%M:%S" if today else "%b %d %H:%M"))
         self.ts = ts
 
 
@@ -64,7 +68,10 @@ def status_cell(row: TaskRow | TaskRecord, now: float) -> Text:
         text.append(f" {_elapsed(end - start)}", style="dim")
     if status in ("failed", "not_created", "error") or (status == "pending" and row.status_msg):
         if row.status_msg:
-            text.append(f" {row.status_msg}", style="")
+            msg = " ".join(row.status_msg.split())
+            if len(msg) > STATUS_MSG_WIDTH:
+                msg = msg[: STATUS_MSG_WIDTH - 1] + "…"
+            text.append(f" {msg}", style="")
     return text
 
 
@@ -109,12 +116,12 @@ class TaskTable(DataTable):
         now = self.clock()
         return [
             Stamp(row.created_at),
+            status_cell(row, now),
             Text(_model(row)),
-            prompt_cell(row.prompt or ""),
             Text(_n(row), justify="right"),
             Text(_ratio(row)),
-            status_cell(row, now),
             Text(row.units or "", justify="right"),
+            prompt_cell(row.prompt or ""),
         ]
 
     def load(self, rows: list[TaskRow]) -> None:
@@ -145,7 +152,7 @@ class TaskTable(DataTable):
         selected = self.selected_key
         self.add_row(*self._cells(record), key=record.local_id)
         if at_top:
-            self.sort("time", key=lambda cells: -cells[0].ts if isinstance(cells[0], Stamp) else 0)
+            self.sort("time", key=lambda stamp: -stamp.ts)
             if selected is not None:
                 self.move_cursor(row=self.get_row_index(selected), animate=False)
 
