@@ -459,7 +459,9 @@ class HistoryStore:
         with self._lock:
             record = self._load(local_id)
             if record is None:
-                self._guarded(lambda: self._index.delete(local_id))
+                # Gone or set aside: drop its row. Unreadable for now, or newer: keep it.
+                if not self._record_path(local_id).exists():
+                    self._guarded(lambda: self._index.delete(local_id))
                 return None
             values = row_values(record)
             if self._guarded(lambda: self._index.stored_values(local_id)) != values:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import TYPE_CHECKING
 
-from kling_tui.atomic import write_atomic
 from kling_tui.store_index import root_mtime_ns, row_values
 
 if TYPE_CHECKING:
@@ -66,7 +66,10 @@ def populate(store: "HistoryStore", count: int, *, seed: int = 0, end: float | N
             image_urls=[] if failed else [f"https://cdn.example.invalid/{task_id}/{k}.png" for k in range(n)],
             starred=rng.random() < 0.03,
         )
-        write_atomic(folder / RECORD_FILE, record_to_toml(record).encode("utf-8"), durable=False)
+        # A fresh folder has no reader yet, so a plain write is as safe as temp + rename here.
+        fd = os.open(folder / RECORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(record_to_toml(record).encode("utf-8"))
         rows.append(row_values(record))
         ids.append(local_id)
     with store._lock:

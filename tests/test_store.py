@@ -241,3 +241,14 @@ def test_populate_writes_the_same_format_as_save(store):
     store.save(record)
     assert path.read_text() == before
     assert isinstance(record, TaskRecord)
+
+
+def test_record_from_a_newer_version_is_left_alone_with_a_warning(store):
+    record = store.new_record("generation", _params())
+    path = store.task_dir(record.local_id) / "task.toml"
+    newer = path.read_text().replace("schema_version = 1", "schema_version = 99")
+    path.write_text(newer)
+    assert store.get(record.local_id) is None
+    assert "newer" in store.warnings[0]
+    assert path.read_text() == newer
+    assert store.rebuild_index() == 0
