@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import jwt
 
@@ -35,8 +35,8 @@ class Credentials:
     """Keys for the Kling API; any may be absent. Never printed."""
 
     access_key: str | None = None
-    secret_key: str | None = field(default=None)
-    api_key: str | None = field(default=None)
+    secret_key: str | None = None
+    api_key: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -63,12 +63,6 @@ class Credentials:
             return value or None
 
         return cls(get(ENV_ACCESS_KEY), get(ENV_SECRET_KEY), get(ENV_API_KEY))
-
-
-class Auth(Protocol):
-    scheme: str
-
-    def authorization_header(self) -> str: ...
 
 
 class JwtAuth:

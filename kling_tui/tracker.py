@@ -36,7 +36,7 @@ class _Tracked:
     status: str
 
 
-Callback = Callable[[Any], "Awaitable[None] | None"]
+Callback = Callable[[Any], Awaitable[None] | None]
 
 
 class Tracker:
