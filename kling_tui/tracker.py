@@ -81,8 +81,9 @@ class Tracker:
         self.errors = []
         changes: list[StatusChange] = []
         kinds = sorted({entry.kind for entry in self._tracked.values()})
-        for kind in kinds:
-            page = await self.client.list(page=1, page_size=self.page_size, kind=kind)
+        # Every list first: if one fails, no state has changed yet and nothing is lost.
+        pages = {kind: await self.client.list(page=1, page_size=self.page_size, kind=kind) for kind in kinds}
+        for kind, page in pages.items():
             seen: dict[str, Task] = {}
             for task in page:
                 seen[task.task_id] = task
