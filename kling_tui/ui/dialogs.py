@@ -13,45 +13,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
-DIALOG_CSS = """
-ModalScreen {
-    align: center middle;
-    background: $background 60%;
-}
-.dialog {
-    width: 72;
-    max-width: 95%;
-    height: auto;
-    max-height: 90%;
-    border: thick $primary;
-    background: $surface;
-    padding: 1 2;
-}
-.dialog .title {
-    text-style: bold;
-    margin-bottom: 1;
-}
-.dialog .buttons {
-    height: auto;
-    margin-top: 1;
-    align-horizontal: right;
-}
-.dialog .buttons Button {
-    margin-left: 1;
-}
-.dialog Input {
-    margin-bottom: 1;
-}
-.dialog .hint {
-    color: $text-muted;
-}
-"""
 
 
 class ConfirmDialog(ModalScreen[bool]):
     """A yes/no question."""
 
-    DEFAULT_CSS = DIALOG_CSS
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="confirm.yes"),
         Binding("n,escape", "answer(False)", "No", id="confirm.no"),
@@ -66,8 +32,8 @@ class ConfirmDialog(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Static(Text(self.question), classes="title")
             with Horizontal(classes="buttons"):
-                yield Button(f"{self.no} (n)", id="no")
-                yield Button(f"{self.yes} (y)", id="yes", variant="error")
+                yield Button(f"{self.no} (n)", id="no", compact=True)
+                yield Button(f"{self.yes} (y)", id="yes", variant="error", compact=True)
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
@@ -80,7 +46,6 @@ class ConfirmDialog(ModalScreen[bool]):
 class TextDialog(ModalScreen[str | None]):
     """Asks for one line of text (a note, a search)."""
 
-    DEFAULT_CSS = DIALOG_CSS
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="text.cancel")]
 
     def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
@@ -90,7 +55,7 @@ class TextDialog(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static(Text(self.title_text), classes="title")
-            yield Input(self.value, placeholder=self.placeholder, id="text")
+            yield Input(self.value, placeholder=self.placeholder, id="text", compact=True)
             yield Static("enter to save · escape to cancel", classes="hint")
 
     @on(Input.Submitted)
@@ -104,10 +69,6 @@ class TextDialog(ModalScreen[str | None]):
 class HelpScreen(ModalScreen[None]):
     """Every key of the app, by where it works."""
 
-    DEFAULT_CSS = DIALOG_CSS + """
-    HelpScreen .dialog { width: 90; height: 90%; }
-    HelpScreen VerticalScroll { height: 1fr; }
-    """
     BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close", id="help.close")]
 
     def __init__(self, sections: Iterable[tuple[str, list[tuple[str, str]]]]) -> None:
@@ -147,14 +108,10 @@ class SetupChoice:
 class SetupScreen(ModalScreen[SetupChoice | None]):
     """First run: credentials and endpoint, or the sandbox."""
 
-    DEFAULT_CSS = DIALOG_CSS + """
-    SetupScreen RadioSet { width: 1fr; margin-bottom: 1; }
-    SetupScreen .dialog { width: 80; }
-    """
     BINDINGS = [Binding("escape", "cancel", "Quit setup", id="setup.cancel")]
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog"):
+        with Vertical(classes="dialog"):
             yield Static("Connect kling-tui", classes="title")
             yield Static(
                 "No credentials found (KLING_ACCESS_KEY + KLING_SECRET_KEY, KLING_API_KEY or the config file).",
@@ -164,18 +121,18 @@ class SetupScreen(ModalScreen[SetupChoice | None]):
                 yield RadioButton("Access key + secret key", value=True, id="mode-aksk")
                 yield RadioButton("API key", id="mode-apikey")
                 yield RadioButton("Sandbox (offline, no keys)", id="mode-sandbox")
-            yield Input(placeholder="access key", id="access-key")
-            yield Input(placeholder="secret key", id="secret-key", password=True)
-            yield Input(placeholder="API key", id="api-key", password=True, classes="hidden")
+            yield Input(placeholder="access key", id="access-key", compact=True)
+            yield Input(placeholder="secret key", id="secret-key", password=True, compact=True)
+            yield Input(placeholder="API key", id="api-key", password=True, classes="hidden", compact=True)
             with RadioSet(id="setup-region"):
                 yield RadioButton("Singapore (global)", value=True, id="region-singapore")
                 yield RadioButton("Beijing (China)", id="region-beijing")
                 yield RadioButton("Custom base URL", id="region-custom")
-            yield Input(placeholder="https://…", id="base-url", classes="hidden")
+            yield Input(placeholder="https://…", id="base-url", classes="hidden", compact=True)
             yield Static("", id="setup-error", classes="hint")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("Save and connect", id="save", variant="primary")
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Save and connect", id="save", variant="primary", compact=True)
 
     def _mode(self) -> str:
         pressed = self.query_one("#setup-mode", RadioSet).pressed_button

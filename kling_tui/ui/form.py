@@ -295,6 +295,11 @@ class GenerationForm(VerticalScroll):
         select.set_options([(o, o) for o in options])
         select.value = current if current in options else options[0]
 
+    def _hint(self, widget_id: str, text: str) -> None:
+        hint = self.query_one(f"#{widget_id}", Static)
+        hint.update(Text(text))
+        hint.display = bool(text)
+
     def _show(self, selector: str, visible: bool) -> None:
         for widget in self.query(selector):
             widget.set_class(not visible, "hidden")
@@ -315,7 +320,7 @@ class GenerationForm(VerticalScroll):
         image = self._text("image")
 
         self._show(".multi-only", multi)
-        for widget_id in ("negative-label", "negative", "negative-hint", "image-label", "image", "image-hint"):
+        for widget_id in ("negative-label", "negative", "image-label", "image"):
             self._show(f"#{widget_id}", not multi)
 
         hints = []
@@ -325,7 +330,7 @@ class GenerationForm(VerticalScroll):
             hints.append(f"{model.name} has no text-to-image: give a reference image (restyle).")
         if model.restyle and not multi:
             hints.append("An image restyles it: the output keeps the input's size.")
-        self.query_one("#model-hint", Static).update(Text(" ".join(hints)))
+        self._hint("model-hint", " ".join(hints))
 
         image_input = self.query_one("#image", Input)
         image_input.disabled = not model.accepts_image
@@ -336,13 +341,11 @@ class GenerationForm(VerticalScroll):
             image_hint = f"Needs a reference type on {model.name}: {', '.join(model.reference_types)}."
         else:
             image_hint = ""
-        self.query_one("#image-hint", Static).update(Text(image_hint))
+        self._hint("image-hint", "" if multi else image_hint)
 
         negative = self.query_one("#negative", Input)
         negative.disabled = bool(image)
-        self.query_one("#negative-hint", Static).update(
-            Text("Not available together with a reference image." if image else "")
-        )
+        self._hint("negative-hint", "Not available together with a reference image." if image and not multi else "")
 
         references = model.reference_types and not multi
         self._show("#reference-box", bool(references))

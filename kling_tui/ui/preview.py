@@ -132,8 +132,8 @@ class PreviewPane(Vertical, can_focus=True):
     def _draw(self) -> None:
         count = max(len(self.paths), len(self.urls))
         path = self.paths[self.index] if self.index < len(self.paths) else None
-        where = str(path) if path else (self.urls[self.index] if self.index < len(self.urls) else "")
-        self._caption(f"{self.index + 1}/{count}  {where}")
+        where = path.name if path else "not saved yet"
+        self._caption(f"{self.index + 1}/{count} · {where} · ←/→ to step" if count > 1 else f"1/1 · {where}")
         if path is None:
             self._message("Saving the image…")
             return

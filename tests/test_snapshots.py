@@ -1,0 +1,108 @@
+"""SVG snapshots of the main screens: halfcell images, a fixed clock, a fixed terminal size.
+
+Update on purpose with `pytest tests/test_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kling_tui.config import load_settings
+from kling_tui.sandbox.render import output_size, render_png
+from kling_tui.store import HistoryStore, populate
+from kling_tui.ui.app import make_app
+from tests.tui_helpers import wait_for
+
+# 2026-11-20 10:00:00 UTC: every time on screen is derived from it.
+FIXED_NOW = 1795168800.0
+
+
+@pytest.fixture
+def fixed_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def history(fixed_zone):
+    """Twelve finished tasks; the newest has a real image on disk."""
+    store = HistoryStore()
+    ids = populate(store, 12, seed=7, end=FIXED_NOW)
+    newest = store.get(ids[-1])
+    folder = store.task_dir(newest.local_id)
+    width, height = output_size("16:9", "1k")
+    (folder / "image-1.png").write_bytes(render_png("a lighthouse on a cliff at dusk", 0, width, height))
+    store.update(
+        newest.local_id,
+        status="succeed",
+        params={**newest.params, "prompt": "a lighthouse on a cliff at dusk", "n": 1, "aspect_ratio": "16:9"},
+        image_paths=["image-1.png"],
+        image_urls=["https://cdn.example/lighthouse.png"],
+    )
+    store.close()
+    return ids
+
+
+def build(sandbox=None, **kwargs):
+    return make_app(
+        load_settings(),
+        sandbox=sandbox,
+        image_protocol="halfcell",
+        clock=lambda: FIXED_NOW,
+        start_poller=False,
+        **kwargs,
+    )
+
+
+def test_main_screen_with_history(snap_compare, sandbox, history):
+    app = build(sandbox)
+
+    async def ready(pilot):
+        await wait_for(pilot, lambda: app.preview.shown is not None, what="the preview")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=ready)
+
+
+def test_main_screen_small_terminal(snap_compare, sandbox, history):
+    app = build(sandbox)
+
+    async def ready(pilot):
+        await wait_for(pilot, lambda: app.preview.shown is not None, what="the preview")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
+
+
+def test_form_shows_rules_inline(snap_compare, sandbox, fixed_zone):
+    app = build(sandbox)
+
+    async def ready(pilot):
+        from textual.widgets import Input, Select
+
+        app.query_one("#model", Select).value = "kling-v2-new"
+        app.query_one("#n", Input).value = "12"
+        await pilot.pause()
+        await wait_for(pilot, lambda: "n: must be" in str(app.query_one("#problems").render()))
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=ready)
+
+
+def test_help_screen(snap_compare, sandbox, fixed_zone):
+    app = build(sandbox)
+
+    async def ready(pilot):
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=ready)
+
+
+def test_setup_screen_on_first_run(snap_compare, fixed_zone):
+    app = build(None)
+    assert snap_compare(app, terminal_size=(120, 36))
