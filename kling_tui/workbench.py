@@ -23,6 +23,8 @@ Listener = Callable[[TaskRecord], None]
 
 ACTIVE_ON_SERVER = ("submitted", "processing")
 TASK_NOT_FOUND = 1201
+UNSAVED_SCAN = 200  # recent successes checked on start for images not yet saved
+URL_LIFETIME = 30 * 86400  # Kling deletes result images 30 days after the task
 
 
 def _image_suffix(url: str) -> str:
@@ -146,7 +148,19 @@ class Workbench:
                 self.tracker.track(record.task_id, record.kind, record.status)
                 continue
             changed.append(await self.confirm(record))
+        await self.save_missing_images()
         return changed
+
+    async def save_missing_images(self, limit: int = UNSAVED_SCAN) -> None:
+        """Finish downloads cut short by a quit: recent successes whose images are not all saved."""
+        for row in self.store.recent(limit, status="succeed"):
+            record = self.store.get(row.local_id)
+            if record is None or record.finished_at is None or time.time() - record.finished_at > URL_LIFETIME:
+                continue
+            folder = self.store.task_dir(record.local_id)
+            saved = sum(1 for p in record.image_paths if (folder / p).exists())
+            if saved < len(record.image_urls) and self.auto_download:
+                await self.save_images(record)
 
     async def confirm(self, record: TaskRecord) -> TaskRecord:
         """Settle a pending record by looking its external_task_id up on the server."""

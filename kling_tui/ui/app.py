@@ -117,8 +117,10 @@ class KlingApp(App[None]):
 
     def on_mount(self) -> None:
         self.query_one("#tasks-pane").border_title = "Tasks"
-        for message in getattr(self.store, "warnings", []) + list(getattr(self.settings, "warnings", [])):
-            self.notify(message, title="Moved aside", severity="warning", timeout=10, markup=False)
+        for message in self.settings.warnings:
+            self.notify(message, title="Config", severity="warning", timeout=10, markup=False)
+        self._warned = 0
+        self._flush_store_warnings()
         self.reload_table()
         self.set_interval(1.0, self.table.tick)
         if self.sandbox is not None or self.settings.has_credentials:
@@ -256,9 +258,17 @@ class KlingApp(App[None]):
     def _background_error(self, message: BackgroundError) -> None:
         self.notify(str(message.error), title=f"Error while {message.where}", severity="error", markup=False)
 
+    def _flush_store_warnings(self) -> None:
+        """Tell the user about history files the store had to set aside."""
+        for message in self.store.warnings[self._warned :]:
+            self.notify(message, title="History", severity="warning", timeout=10, markup=False)
+        self._warned = len(self.store.warnings)
+
     def selected_record(self) -> TaskRecord | None:
         key = self.table.selected_key
-        return self.store.get(key) if key else None
+        record = self.store.get(key) if key else None
+        self._flush_store_warnings()
+        return record
 
     def show_selected(self, record: TaskRecord | None = None) -> None:
         record = record or self.selected_record()
@@ -307,8 +317,16 @@ class KlingApp(App[None]):
         except OSError as exc:
             self.notify(f"Could not write history: {exc}", severity="error", markup=False)
             return
-        self.table.move_cursor(row=0, animate=False)
+        self._show_new(record)
         self._send(record, request)
+
+    def _show_new(self, record: TaskRecord) -> None:
+        """Put a just-recorded task on top of the table and select it."""
+        if not self.table.known(record.local_id):
+            self.table.upsert(record)
+            self._total += 1
+            self._set_tasks_title(self._total)
+        self.table.move_cursor(row=self.table.get_row_index(record.local_id), animate=False)
 
     @work(group="submit")
     async def _send(self, record: TaskRecord, request: Any) -> None:

@@ -1,0 +1,148 @@
+"""Keys, dialogs, errors and hostile text in the real app against the real sandbox."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from textual.widgets import Input, TextArea
+
+from kling_tui.config import load_settings
+from kling_tui.sandbox import DEFAULT_API_KEY
+from kling_tui.store import HistoryStore, populate
+from kling_tui.ui.app import make_app
+from kling_tui.ui.dialogs import HelpScreen, SetupScreen
+from tests.tui_helpers import cell_text, wait_for
+
+
+def app_for(sandbox, **kwargs):
+    kwargs.setdefault("image_protocol", "halfcell")
+    kwargs.setdefault("poll_interval", 0.05)
+    return make_app(load_settings(), sandbox=sandbox, **kwargs)
+
+
+async def submit_prompt(app, pilot, prompt: str) -> str:
+    app.query_one("#prompt", TextArea).text = prompt
+    before = app.table.row_count
+    await pilot.press("ctrl+j")
+    await wait_for(pilot, lambda: app.table.row_count == before + 1, what="the new row")
+    return app.table.selected_key
+
+
+async def test_help_lists_every_app_key(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = str(app.screen.query_one("VerticalScroll Static").render())
+        for binding in app.BINDINGS:
+            assert binding.description in text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+async def test_failed_task_shows_its_reason_and_api_errors_their_code(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(160, 36)) as pilot:
+        failed = await submit_prompt(app, pilot, "a storm #fail")
+        await wait_for(pilot, lambda: "failed" in cell_text(app.table, failed, "status"))
+        assert "Failure requested by the prompt" in cell_text(app.table, failed, "status")
+
+        sandbox.state.faults.add(endpoint="create", kind="error", code=1102, times=1)
+        refused = await submit_prompt(app, pilot, "a calm sea")
+        await wait_for(pilot, lambda: "not created" in cell_text(app.table, refused, "status"))
+        assert "1102" in cell_text(app.table, refused, "status")
+    assert HistoryStore().get(refused).status == "not_created"
+
+
+async def test_markup_in_prompts_and_messages_is_shown_literally(sandbox):
+    hostile = "[bold]loud[/bold] [@click=app.quit]quit[/] \x1b[31mred"
+    app = app_for(sandbox)
+    async with app.run_test(size=(160, 36)) as pilot:
+        key = await submit_prompt(app, pilot, hostile + " #fail")
+        await wait_for(pilot, lambda: "failed" in cell_text(app.table, key, "status"))
+        shown = cell_text(app.table, key, "prompt")
+        assert "[bold]loud[/bold]" in shown and "[@click=app.quit]" in shown
+        assert app.is_running
+
+
+async def test_filter_and_status_cycle_narrow_the_table(sandbox):
+    store = HistoryStore()
+    populate(store, 30, seed=3)
+    store.close()
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: app.table.row_count == 30)
+        app.table.focus()
+        await pilot.press("slash")
+        assert app.focused is app.query_one("#filter", Input)
+        await pilot.press(*"red fox")
+        await wait_for(pilot, lambda: 0 < app.table.row_count < 30)
+        for key in list(app.table._rows):
+            assert "red fox" in cell_text(app.table, key, "prompt")
+        await pilot.press("enter")
+        await pilot.press("s", "s")  # all -> running -> succeed
+        await wait_for(pilot, lambda: all("succeed" in cell_text(app.table, k, "status") for k in app.table._rows))
+
+
+async def test_copy_prompt_uses_the_clipboard(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        key = await submit_prompt(app, pilot, "a copper kettle")
+        await wait_for(pilot, lambda: "succeed" in cell_text(app.table, key, "status"))
+        app.table.focus()
+        await pilot.press("c")
+        assert app.clipboard == "a copper kettle"
+        await wait_for(pilot, lambda: app.preview.current_path is not None)
+        await pilot.press("p")
+        assert app.clipboard.endswith("image-1.png")
+        await pilot.press("y")
+        assert app.clipboard.startswith(sandbox.base_url)
+
+
+async def test_running_task_is_tracked_again_after_restart(sandbox):
+    sandbox.state.faults.clear()
+    app = app_for(sandbox, start_poller=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        key = await submit_prompt(app, pilot, "a slow glacier")
+        await wait_for(pilot, lambda: HistoryStore().get(key).task_id is not None)
+    assert HistoryStore().get(key).status in ("submitted", "processing")
+    again = app_for(sandbox)
+    async with again.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: "succeed" in cell_text(again.table, key, "status"))
+        await wait_for(pilot, lambda: HistoryStore().get(key).image_paths == ["image-1.png"], what="the saved image")
+
+
+async def test_first_run_setup_saves_a_private_config_and_connects(sandbox):
+    app = make_app(load_settings(), image_protocol="halfcell", poll_interval=0.05)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen))
+        await pilot.click("#mode-apikey")
+        app.screen.query_one("#api-key", Input).value = DEFAULT_API_KEY
+        await pilot.click("#region-custom")
+        app.screen.query_one("#base-url", Input).value = sandbox.base_url
+        await pilot.click("#save")
+        await wait_for(pilot, lambda: app.workbench is not None, what="a connection")
+        key = await submit_prompt(app, pilot, "a first light")
+        await wait_for(pilot, lambda: "succeed" in cell_text(app.table, key, "status"))
+    settings = load_settings()
+    assert settings.api_key == DEFAULT_API_KEY and settings.base_url == sandbox.base_url
+    mode = stat.S_IMODE(os.stat(settings.path).st_mode)
+    assert mode == 0o600
+
+
+async def test_damaged_history_file_is_set_aside_and_the_app_starts(sandbox):
+    store = HistoryStore()
+    ids = populate(store, 3, seed=1)
+    store.close()
+    (HistoryStore().task_dir(ids[0]) / "task.toml").write_text("this is [not toml", encoding="utf-8")
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: app.table.row_count == 3)
+        app.table.focus()
+        await pilot.press("G")  # the oldest task: its file is damaged
+        await wait_for(pilot, lambda: any("task.toml" in n.message for n in app._notifications))
+        assert app.is_running
+    leftovers = sorted(p.name for p in HistoryStore().task_dir(ids[0]).iterdir())
+    assert any(name.startswith("task.toml.damaged-") for name in leftovers)
+    assert HistoryStore().get(ids[1]) is not None and HistoryStore().get(ids[2]) is not None
