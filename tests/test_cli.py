@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 
 from cli_helpers import kling
@@ -121,3 +123,16 @@ def test_server_and_user_text_is_printed_as_data(sandbox):
     text = kling("show", task["local_id"], sandbox=sandbox).stdout + kling("list").stdout
     assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
     assert "a cat \\x1b[2J\\x1b]0;owned\\x07 \\u202e" in text
+
+
+def test_help_and_the_headless_module_stay_light():
+    code = (
+        "import json, sys\n"
+        "from kling_tui.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        "heavy = [m for m in ('httpx', 'textual', 'PIL', 'uvicorn', 'kling_tui.headless') if m in sys.modules]\n"
+        "import kling_tui.headless\n"
+        "print(json.dumps([heavy, 'textual' in sys.modules]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == [[], False]
