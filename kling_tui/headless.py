@@ -39,6 +39,7 @@ EXIT_INVALID = 2  # bad input; nothing was sent
 EXIT_API = 3  # the API or the network failed
 EXIT_TASK_FAILED = 4  # the task ended as "failed"
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 # Wire field -> the option that sets it, so a message names what the user typed.
 OPTION_FOR_FIELD = {
@@ -145,7 +146,8 @@ def record_json(store: HistoryStore, record: TaskRecord) -> dict[str, Any]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    # ASCII-only JSON: valid whatever the locale's encoding, and no raw control characters.
+    return json.dumps(value, ensure_ascii=True, default=str)
 
 
 class Console:
@@ -288,7 +290,7 @@ def find_record(store: HistoryStore, task_id: str) -> TaskRecord:
     record = store.get(task_id) or store.find_by_task_id(task_id) or store.find_by_external_id(task_id)
     if record is None:
         raise CommandError(
-            f"TASK_ID: no task {plain(task_id)!s} in the history (give a local id, a task_id or an external_task_id; "
+            f"TASK_ID: no task {plain(task_id)} in the history (give a local id, a task_id or an external_task_id; "
             "see `kling-tui list`)",
             EXIT_INVALID,
         )
@@ -451,6 +453,8 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings, store: Hist
                 f"external_task_id (--external-task-id): already used by task {used.local_id}; it must be unique",
                 EXIT_INVALID,
             )
+    if args.out and not args.wait:
+        raise CommandError("--out: only works with --wait (the images exist once the task has succeeded)", EXIT_INVALID)
     out = _out_dir(args.out)
     async with open_session(settings, store, sandbox=args.sandbox) as session:
         session.require_credentials(settings)
@@ -607,6 +611,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, store: History
 
 def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one headless command; returns the exit code."""
+    if stdout is None and hasattr(sys.stdout, "reconfigure"):
+        # A prompt the terminal's encoding cannot show must not crash the command.
+        sys.stdout.reconfigure(errors="backslashreplace")
     console = Console(bool(getattr(args, "json", False)), stdout, stderr)
     settings = load_settings()
     args.sandbox = bool(getattr(args, "sandbox", False) or settings.sandbox)
@@ -617,7 +624,9 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
         store = HistoryStore()
         for warning in store.warnings:
             console.warn(plain(warning))
-        return asyncio.run(_dispatch(args, settings, store, console))
+        code = asyncio.run(_dispatch(args, settings, store, console))
+        console.stdout.flush()  # here, so that a closed pipe is reported by the handler below
+        return code
     except CommandError as exc:
         _report(console, store, exc)
         return exc.exit_code
@@ -627,6 +636,11 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
     except KlingError as exc:
         _report(console, None, CommandError(plain(exc), EXIT_API, code=exc.code))
         return EXIT_API
+    except BrokenPipeError:
+        # The reader went away (`kling-tui export ... | head`): stop quietly, as `yes | head` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         console.error("interrupted; a task already sent goes on, see `kling-tui list`")
         return EXIT_INTERRUPTED

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
+import subprocess
+import sys
+
 from cli_helpers import kling
 
-from kling_tui.sandbox import DEFAULT_SECRET_KEY
+from kling_tui.sandbox import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
 from kling_tui.store import HistoryStore
 
 
@@ -26,6 +32,9 @@ def test_invalid_input_exits_2_naming_field_and_rule_and_sends_nothing(sandbox):
 
     for bad in (["--resolution", "4k"], ["--n", "many"], ["--image-fidelity", "high"]):
         assert kling("generate", "a cat", *bad, sandbox=sandbox).code == 2  # argparse
+
+    out_without_wait = kling("generate", "a cat", "--out", "somewhere", sandbox=sandbox)
+    assert out_without_wait.code == 2 and "--out: only works with --wait" in out_without_wait.stderr
 
     assert sandbox.state.counters()["create"] == 0
     assert history() == []
@@ -109,3 +118,24 @@ def test_api_error_while_waiting_exits_3_and_the_task_stays_in_history(sandbox):
     sandbox.state.faults.add(endpoint="get", kind="error", code=1103)
     shown = kling("show", record.local_id, "--json", sandbox=sandbox)
     assert shown.code == 3 and shown.json()["local_id"] == record.local_id
+
+
+def test_progress_goes_to_stderr_only_when_it_is_a_terminal(sandbox):
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "KLING_BASE_URL": sandbox.base_url, "KLING_API_KEY": DEFAULT_API_KEY}
+    done = subprocess.run(
+        [sys.executable, "-m", "kling_tui", "generate", "a cat", "--wait"],
+        env=env, stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=60,
+    )
+    os.close(secondary)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once everything written has been read
+        while chunk := os.read(primary, 4096):
+            shown += chunk
+    os.close(primary)
+    assert done.returncode == 0
+    progress = shown.decode()
+    assert ": submitted (task " in progress and ": succeed" in progress
+    assert DEFAULT_API_KEY not in progress
+    # stdout, not a terminal here, holds only the result.
+    assert done.stdout.strip().endswith("image-1.png") and len(done.stdout.splitlines()) == 1
