@@ -36,6 +36,7 @@ RESIGN_CODES = frozenset({1003, 1004})
 # The service refused the create outright: nothing was created, re-sending is safe.
 CREATE_NOT_DONE = frozenset({1302, 1303, 5001})
 BUSY_CODE = 1303
+BUSY_CODE = 1303
 NOT_FOUND_CODE = 1201
 COSTS_DEFAULT_SPAN_MS = 365 * 24 * 3600 * 1000
 
@@ -85,6 +86,8 @@ class KlingClient:
         self.max_backoff = max_backoff
         # kling-protocol.md: wait at least a second after 1303 (slots free as tasks end).
         self.busy_backoff = busy_backoff
+        # A local scheduler re-queues on 1303 itself: it turns this off to hear about it at once.
+        self.retry_busy_creates = True
         self.caps = caps
         self.stats = ClientStats()
         self._owns_http = http_client is None
@@ -147,6 +150,8 @@ class KlingClient:
                 # After an unclear attempt, "id already used" means that attempt did create it.
                 reused = ambiguous_before and exc.code == NOT_FOUND_CODE
                 if not (ambiguous or reused or exc.code in CREATE_NOT_DONE):
+                    raise
+                if exc.code == BUSY_CODE and not self.retry_busy_creates:
                     raise
                 ambiguous = ambiguous or reused
             if ambiguous:

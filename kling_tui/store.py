@@ -83,6 +83,7 @@ class TaskRecord:
     starred: bool = False
     note: str = ""
     group: str | None = None
+    queue_position: float | None = None  # order among queued tasks (lower goes first)
 
     @property
     def prompt(self) -> str:
@@ -171,6 +172,7 @@ def record_to_toml(record: TaskRecord) -> str:
         "starred": record.starred,
         "group": record.group,
         "note": record.note,
+        "queue_position": record.queue_position,
     }
     for name in _TIME_FIELDS:
         value = getattr(record, name)
@@ -210,6 +212,11 @@ def _str_list(data: Mapping[str, Any], key: str) -> list[str]:
     return list(value)
 
 
+def _number(data: Mapping[str, Any], key: str) -> float | None:
+    value = _expect(data, key, (int, float))
+    return None if value is None or isinstance(value, bool) else float(value)
+
+
 def record_from_toml(local_id: str, text: str) -> TaskRecord:
     """Parse one task.toml; raises RecordError when it is damaged or from a newer version."""
     try:
@@ -240,6 +247,7 @@ def record_from_toml(local_id: str, text: str) -> TaskRecord:
         starred=_expect(data, "starred", bool, False),
         note=_expect(data, "note", str, ""),
         group=_expect(data, "group", str),
+        queue_position=_number(data, "queue_position"),
     )
 
 

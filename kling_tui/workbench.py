@@ -7,6 +7,7 @@ listeners about every record it changes. History is written before each create i
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -14,7 +15,8 @@ from typing import Callable, Iterable
 from kling_tui.capabilities import Capabilities
 from kling_tui.client import KlingClient
 from kling_tui.errors import InvalidRequest, KlingError, NetworkError
-from kling_tui.models import GenerationRequest, MultiImageRequest, Task
+from kling_tui.models import GenerationRequest, MultiImageRequest, Task, request_from_params
+from kling_tui.scheduler import SlotBudget
 from kling_tui.store import HistoryStore, TaskRecord
 from kling_tui.tracker import StatusChange, Tracker
 
@@ -23,6 +25,9 @@ Listener = Callable[[TaskRecord], None]
 
 ACTIVE_ON_SERVER = ("submitted", "processing")
 TASK_NOT_FOUND = 1201
+BUSY = 1303
+WAITING = ("queued", "pending")  # not yet answered by the server
+BUSY_RETRY_SECONDS = 1.0  # kling-protocol.md: wait at least a second after 1303
 UNSAVED_SCAN = 200  # recent successes checked on start for images not yet saved
 URL_LIFETIME = 30 * 86400  # Kling deletes result images 30 days after the task
 
@@ -44,12 +49,21 @@ class Workbench:
         *,
         tracker: Tracker | None = None,
         auto_download: bool = True,
+        budget: SlotBudget | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.caps = caps
         self.tracker = tracker or Tracker(client)
         self.auto_download = auto_download
+        self.budget = budget or SlotBudget()
+        # Local ids of queued tasks, in the order they will be sent.
+        self.queue: list[str] = []
+        self._requests: dict[str, Request] = {}
+        self._background: set[asyncio.Task] = set()
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        # 1303 goes back to the local queue instead of being retried inside the client.
+        client.retry_busy_creates = False
         self._listeners: list[Listener] = []
         # Records whose n counts against the server's concurrency slots, by local id.
         self._running: dict[str, TaskRecord] = {}
@@ -60,11 +74,16 @@ class Workbench:
 
     def _changed(self, record: TaskRecord) -> TaskRecord:
         if record.status in ACTIVE_ON_SERVER or record.status == "pending":
+            # Slots are held from the create request on (pending) until the task ends.
             self._running[record.local_id] = record
         else:
             self._running.pop(record.local_id, None)
         for listener in self._listeners:
             listener(record)
+        if record.status not in WAITING:
+            for waiter in self._waiters.pop(record.local_id, []):
+                if not waiter.done():
+                    waiter.set_result(record)
         return record
 
     def _update(self, local_id: str, **changes) -> TaskRecord:
@@ -93,10 +112,110 @@ class Workbench:
             record = self.store.update(record.local_id, **changes)
         return self._changed(record)
 
+    # -- the local queue ----------------------------------------------------------------
+    def enqueue(self, request: Request, group: str | None = None) -> TaskRecord:
+        """Record the task as queued and send it as soon as its `n` slots fit the budget."""
+        last = max((self.store.get(i).queue_position or 0.0 for i in self.queue[-1:]), default=0.0)
+        record = self.record(request, status="queued", group=group)
+        record = self.store.update(record.local_id, queue_position=max(time.time(), last + 1e-3))
+        self.queue.append(record.local_id)
+        self._requests[record.local_id] = request
+        self.pump()
+        return record
+
+    @property
+    def sending(self) -> int:
+        """Creates sent whose answer has not arrived yet."""
+        return sum(1 for r in self._running.values() if r.status == "pending")
+
+    def pump(self) -> None:
+        """Send queued tasks, oldest first, while they fit in the slot budget."""
+        while self.queue:
+            record = self.store.get(self.queue[0])
+            if record is None or record.status != "queued":
+                self.queue.pop(0)
+                continue
+            if self.budget.never_fits(record.n):
+                self.queue.pop(0)
+                self._update(
+                    record.local_id,
+                    status="not_created",
+                    status_msg=f"n={record.n} needs more slots than the pack's concurrency ({self.budget.limit})",
+                )
+                continue
+            if not self.budget.fits(record.n, self.slots_in_use):
+                return
+            self.queue.pop(0)
+            request = self._requests.pop(record.local_id, None) or self._rebuild(record)
+            record = self._update(record.local_id, status="pending", status_msg="")
+            self._spawn(self._send_queued(record, request))
+
+    def _rebuild(self, record: TaskRecord) -> Request:
+        request = request_from_params(record.kind, record.params)
+        request.external_task_id = record.external_task_id
+        return request
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_queued(self, record: TaskRecord, request: Request) -> None:
+        in_use = self.slots_in_use
+        try:
+            record = await self.send(record, request)
+        except Exception as exc:  # never lose the record: it stays pending and is looked up later
+            record = self._update(record.local_id, status_msg=f"not confirmed yet: {exc}")
+        if record.status == "not_created" and record.error_code == BUSY:
+            # Not created, so safe to send again: back to the head of the queue.
+            self.budget.busy(max(0, in_use - record.n))
+            self._update(record.local_id, status="queued", status_msg="waiting: the server's slots are full (1303)")
+            self.queue.insert(0, record.local_id)
+            self._requests[record.local_id] = request
+            asyncio.get_running_loop().call_later(BUSY_RETRY_SECONDS, self.pump)
+            return
+        # Also answers a submit() whose create is still unconfirmed (pending).
+        for waiter in self._waiters.pop(record.local_id, []):
+            if not waiter.done():
+                waiter.set_result(record)
+        self.pump()
+
+    async def aclose(self) -> None:
+        """Stop background sends (their records stay pending and are looked up on next start)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def cancel(self, local_id: str) -> TaskRecord | None:
+        """Drop a queued task before it is sent; it stays in history as not created."""
+        if local_id not in self.queue:
+            return None
+        self.queue.remove(local_id)
+        self._requests.pop(local_id, None)
+        return self._update(local_id, status="not_created", status_msg="cancelled before it was sent")
+
+    def move(self, local_id: str, delta: int) -> bool:
+        """Move a queued task `delta` places toward the front (negative) or back."""
+        if local_id not in self.queue:
+            return False
+        old = self.queue.index(local_id)
+        new = max(0, min(len(self.queue) - 1, old + delta))
+        if new == old:
+            return False
+        self.queue.insert(new, self.queue.pop(old))
+        for position, queued in enumerate(self.queue):
+            self.store.update(queued, queue_position=float(position))
+        self._changed(self.store.get(local_id))
+        return True
+
     async def submit(self, request: Request, group: str | None = None) -> TaskRecord:
-        """Record, then create; returns the record in its state after the create."""
-        record = self.record(request, group=group)
-        return await self.send(record, request)
+        """Queue, and wait for the create's answer; returns the record in its state after it."""
+        record = self.enqueue(request, group=group)
+        if record.status in WAITING:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(record.local_id, []).append(waiter)
+            record = await waiter
+        return record
 
     async def send(self, record: TaskRecord, request: Request) -> TaskRecord:
         """Send the create of an already recorded task."""
@@ -139,15 +258,22 @@ class Workbench:
     async def reconcile(self) -> list[TaskRecord]:
         """On start: follow tasks still running, and look up creates never confirmed."""
         changed = []
+        queued = []
         for record in self.store.active():
             if record.status == "queued":
-                self._changed(record)
+                queued.append(record)
                 continue
             if record.task_id:
                 self._changed(record)
                 self.tracker.track(record.task_id, record.kind, record.status)
                 continue
             changed.append(await self.confirm(record))
+        queued.sort(key=lambda r: (r.queue_position or 0.0, r.created_at))
+        for record in queued:
+            if record.local_id not in self.queue:
+                self.queue.append(record.local_id)
+            self._changed(record)
+        self.pump()
         await self.save_missing_images()
         return changed
 
@@ -191,6 +317,7 @@ class Workbench:
         )
         if task.is_final:
             record = self._finish(record, task)
+            self.pump()
         return record
 
     def _finish(self, record: TaskRecord, task: Task) -> TaskRecord:
@@ -209,7 +336,18 @@ class Workbench:
             if record is not None and record.status == "succeed" and self.auto_download:
                 await self.save_images(record, on_error=on_error)
 
-        await self.tracker.run(on_change, on_error)
+        async def recover() -> None:
+            # The budget recovers with time: give waiting tasks a chance now and then.
+            while True:
+                await asyncio.sleep(BUSY_RETRY_SECONDS)
+                if self.queue:
+                    self.pump()
+
+        recovering = asyncio.get_running_loop().create_task(recover())
+        try:
+            await self.tracker.run(on_change, on_error)
+        finally:
+            recovering.cancel()
 
     # -- images ------------------------------------------------------------------------
     def image_path(self, record: TaskRecord, index: int) -> Path | None:

@@ -80,7 +80,6 @@ class KlingApp(App[None]):
         self.status_filter = 0
         self._total = 0
         self.text_filter = ""
-        self._submitting = 0
         self._draft_timer = None
         self._draft = load_draft()
         theme = self._draft.get("_theme") or getattr(settings, "theme", None)
@@ -157,7 +156,10 @@ class KlingApp(App[None]):
             base_url, auth = self.settings.base_url, auth_from(credentials)
         self._client = KlingClient(base_url, auth, caps=self.caps)
         tracker = Tracker(self._client, min_interval=self.poll_interval, max_interval=max(5.0, self.poll_interval))
-        self.workbench = Workbench(self._client, self.store, self.caps, tracker=tracker)
+        from kling_tui.scheduler import SlotBudget
+
+        budget = SlotBudget(int(self.settings.concurrency or 9))
+        self.workbench = Workbench(self._client, self.store, self.caps, tracker=tracker, budget=budget)
         self.workbench.subscribe(lambda record: self.post_message(RecordChanged(record)))
         self.update_header()
         if self.start_poller:
@@ -208,13 +210,19 @@ class KlingApp(App[None]):
         await self.workbench.reconcile()
 
     async def on_unmount(self) -> None:
+        if self.workbench is not None:
+            await self.workbench.aclose()
         if self._client is not None:
             await self._client.aclose()
 
     def update_header(self) -> None:
-        used = self.workbench.slots_in_use if self.workbench else 0
-        limit = int(getattr(self.settings, "concurrency", 9) or 9)
-        self.sub_title = f"{self.endpoint_label} · slots {used}/{limit}"
+        if self.workbench is None:
+            self.sub_title = self.endpoint_label
+            return
+        used, budget = self.workbench.slots_in_use, self.workbench.budget
+        slots = f"slots {used}/{budget.budget}" + (f" (of {budget.limit})" if budget.budget < budget.limit else "")
+        queued = f" · {len(self.workbench.queue)} queued" if self.workbench.queue else ""
+        self.sub_title = f"{self.endpoint_label} · {slots}{queued}"
 
     # -- records -----------------------------------------------------------------------
     def reload_table(self) -> None:
@@ -244,6 +252,9 @@ class KlingApp(App[None]):
     @on(RecordChanged)
     def _record_changed(self, message: RecordChanged) -> None:
         record = message.record
+        previous = self.table.row_data(record.local_id)
+        if record.status == "not_created" and (previous is None or previous.status != "not_created"):
+            self.notify(record.status_msg, title="Not created", severity="error", markup=False)
         if not self.table.known(record.local_id) and self._matches_filter(record):
             self.table.upsert(record)
             self._total += 1
@@ -310,7 +321,7 @@ class KlingApp(App[None]):
             return
         request, _ = self.form.build_request()
         try:
-            record = self.workbench.record(request)
+            record = self.workbench.enqueue(request)
         except InvalidRequest as exc:
             self.notify(str(exc), title="Not sent", severity="error", markup=False)
             return
@@ -318,7 +329,6 @@ class KlingApp(App[None]):
             self.notify(f"Could not write history: {exc}", severity="error", markup=False)
             return
         self._show_new(record)
-        self._send(record, request)
 
     def _show_new(self, record: TaskRecord) -> None:
         """Put a just-recorded task on top of the table and select it."""
@@ -327,17 +337,6 @@ class KlingApp(App[None]):
             self._total += 1
             self._set_tasks_title(self._total)
         self.table.move_cursor(row=self.table.get_row_index(record.local_id), animate=False)
-
-    @work(group="submit")
-    async def _send(self, record: TaskRecord, request: Any) -> None:
-        assert self.workbench is not None
-        self._submitting += 1
-        try:
-            record = await self.workbench.send(record, request)
-        finally:
-            self._submitting -= 1
-        if record.status == "not_created":
-            self.notify(record.status_msg, title="Not created", severity="error", markup=False)
 
     @on(GenerationForm.SubmitRequested)
     def _form_submit(self) -> None:
@@ -465,10 +464,11 @@ class KlingApp(App[None]):
             pass  # the draft is a convenience; history is written elsewhere
 
     async def action_quit(self) -> None:
-        if self._submitting:
+        sending = self.workbench.sending if self.workbench else 0
+        if sending:
             self.push_screen(
                 ConfirmDialog(
-                    f"{self._submitting} create request(s) are on their way. They are recorded and will be "
+                    f"{sending} create request(s) are on their way. They are recorded and will be "
                     "looked up on the next start. Quit now?",
                     yes="Quit",
                 ),
