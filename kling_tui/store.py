@@ -509,6 +509,10 @@ class HistoryStore:
         local_id = self._guarded(lambda: self._index.id_where("external_task_id", external_task_id))
         return self.get(local_id) if local_id else None
 
+    def unit_totals(self) -> list[tuple[str, str, int, int, float]]:
+        """Units spent: (local day, model, finished tasks, images, units), newest day first."""
+        return self._guarded(self._index.unit_totals)
+
     def prompts(self, limit: int = 500) -> list[str]:
         """Distinct past prompts, newest first."""
 

@@ -268,6 +268,15 @@ class TaskIndex:
         row = self.conn.execute(sql, (value,)).fetchone()
         return row[0] if row else None
 
+    def unit_totals(self) -> list[tuple[str, str, int, int, float]]:
+        """(local day, model, tasks, images, units) of finished tasks, newest day first."""
+        sql = (
+            "SELECT date(created_at, 'unixepoch', 'localtime') AS day, COALESCE(model, ''), COUNT(*),"
+            " SUM(CASE WHEN status = 'succeed' THEN n ELSE 0 END), SUM(CAST(COALESCE(units, '0') AS REAL))"
+            " FROM tasks WHERE status IN ('succeed', 'failed') GROUP BY day, model ORDER BY day DESC, model"
+        )
+        return [tuple(r) for r in self.conn.execute(sql)]
+
     def prompts_newest_first(self) -> Iterator[str]:
         yield from (r[0] for r in self.conn.execute(
             "SELECT prompt FROM tasks WHERE prompt != '' ORDER BY created_at DESC, local_id DESC"

@@ -210,7 +210,9 @@ class Workbench:
 
     async def submit(self, request: Request, group: str | None = None) -> TaskRecord:
         """Queue, and wait for the create's answer; returns the record in its state after it."""
-        record = self.enqueue(request, group=group)
+        queued = self.enqueue(request, group=group)
+        # enqueue() may already have settled it (e.g. more slots than the pack has).
+        record = self.store.get(queued.local_id) or queued
         if record.status in WAITING:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(record.local_id, []).append(waiter)

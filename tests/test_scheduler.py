@@ -149,3 +149,14 @@ async def test_the_queue_survives_a_restart_in_order(sandbox):
     submitted = [again.store.get(i).submitted_at for i in order]
     assert submitted == sorted(submitted)
     assert sandbox.state.counters()["tasks_created"] == 4
+
+
+async def test_a_task_larger_than_the_pack_is_refused_locally(sandbox):
+    bench = make_bench(sandbox, concurrency=2)
+    try:
+        record = await asyncio.wait_for(bench.submit(GenerationRequest(prompt="too wide", n=3)), 5)
+    finally:
+        await bench.aclose()
+        await bench.client.aclose()
+    assert record.status == "not_created" and "n=3" in record.status_msg
+    assert sandbox.state.counters()["create"] == 0
