@@ -137,7 +137,7 @@ async def test_the_queue_survives_a_restart_in_order(sandbox):
         await bench.aclose()
         await bench.client.aclose()
     # A new process: same history, fresh workbench.
-    again = make_bench(sandbox, concurrency=9, store=HistoryStore())
+    again = make_bench(sandbox, concurrency=1, store=HistoryStore())
     follow = asyncio.create_task(again.follow())
     try:
         await again.reconcile()
