@@ -147,6 +147,9 @@ def create_app(state: SandboxState) -> Starlette:
                 if fault.kind == "drop":
                     return DroppedResponse()
                 if fault.kind == "latency":
+                    # Take the body first, as a slow real service would: the request is still
+                    # handled after a client that gave up has gone (a create then exists).
+                    await request.body()
                     await asyncio.sleep(fault.seconds or 0)
             if auth:
                 code = check_authorization(request.headers.get("authorization"), config, state.clock.now())
