@@ -180,6 +180,10 @@ class Workbench:
                 waiter.set_result(record)
         self.pump()
 
+    def annotate(self, local_id: str, **changes) -> TaskRecord:
+        """Change what the user owns on a record: star, note."""
+        return self._update(local_id, **changes)
+
     async def aclose(self) -> None:
         """Stop background sends (their records stay pending and are looked up on next start)."""
         for task in list(self._background):

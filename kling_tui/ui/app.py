@@ -19,8 +19,11 @@ from kling_tui.capabilities import Capabilities
 from kling_tui.draft import load_draft, save_draft
 from kling_tui.errors import InvalidRequest
 from kling_tui.store import HistoryStore, TaskRecord
-from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen
-from kling_tui.ui.form import GenerationForm
+from kling_tui.ui.compare import CompareScreen
+from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
+from kling_tui.ui.pickers import PromptSearch, QuickPick
+from kling_tui.ui.summary import SummaryScreen
+from kling_tui.ui.form import GenerationForm, PromptArea
 from kling_tui.ui.messages import BackgroundError, RecordChanged
 from kling_tui.ui.preview import PreviewPane
 from kling_tui.ui.tasks import ACTIVE, TaskTable
@@ -52,8 +55,28 @@ class KlingApp(App[None]):
         Binding("y", "copy_url", "Copy URL", show=False, id="app.copy_url"),
         Binding("p", "copy_path", "Copy path", show=False, id="app.copy_path"),
         Binding("c", "copy_prompt", "Copy prompt", show=False, id="app.copy_prompt"),
-        Binding("escape", "escape", "Back", show=False, id="app.escape"),
+        Binding("escape", "escape", "Leave the filter", show=False, id="app.escape"),
+        Binding("e", "edit", "Edit in form", show=False, id="task.edit"),
+        Binding("r", "rerun", "Re-run", show=False, id="task.rerun"),
+        Binding("m", "duplicate('model')", "Same on model…", show=False, id="task.duplicate_model"),
+        Binding("a", "duplicate('ratio')", "Same in ratio…", show=False, id="task.duplicate_ratio"),
+        Binding("f", "star", "Star", show=False, id="task.star"),
+        Binding("n", "note", "Note", show=False, id="task.note"),
+        Binding("F", "starred_only", "Starred only", show=False, id="app.starred_filter"),
+        Binding("v", "compare", "Compare", show=False, id="task.compare"),
+        Binding("X", "cancel_queued", "Cancel queued", show=False, id="task.cancel"),
+        Binding("K", "move_queued(-1)", "Queue earlier", show=False, id="task.queue_up"),
+        Binding("J", "move_queued(1)", "Queue later", show=False, id="task.queue_down"),
+        Binding("u", "summary", "Units", show=False, id="app.summary"),
     ]
+    # Single-letter keys act on tasks only while no text field has focus.
+    TEXT_SAFE_ACTIONS = frozenset(
+        {
+            "cycle_status", "open_image", "copy_url", "copy_path", "copy_prompt", "filter",
+            "edit", "rerun", "duplicate", "star", "note", "starred_only", "compare", "cancel_queued",
+            "move_queued", "summary",
+        }
+    )
 
     def __init__(
         self,
@@ -78,6 +101,9 @@ class KlingApp(App[None]):
         self.workbench = None  # set by connect()
         self._client = None
         self.status_filter = 0
+        self.starred_only = False
+        self._compare_mark: str | None = None
+        self.packs = None  # resource packs from /account/costs, refreshed at most once a minute
         self._total = 0
         self.text_filter = ""
         self._draft_timer = None
@@ -102,20 +128,27 @@ class KlingApp(App[None]):
             yield PreviewPane(self.image_protocol, id="preview-pane")
         yield Footer()
 
+    # The main screen's panes, found once: dialogs on top must not hide them from handlers.
     @property
     def form(self) -> GenerationForm:
-        return self.query_one(GenerationForm)
+        return self._main("form-pane", GenerationForm)
 
     @property
     def table(self) -> TaskTable:
-        return self.query_one(TaskTable)
+        return self._main("tasks", TaskTable)
 
     @property
     def preview(self) -> PreviewPane:
-        return self.query_one(PreviewPane)
+        return self._main("preview-pane", PreviewPane)
+
+    def _main(self, widget_id: str, kind: type):
+        cache = self.__dict__.setdefault("_panes", {})
+        if widget_id not in cache:
+            cache[widget_id] = self.screen_stack[0].query_one(f"#{widget_id}", kind)
+        return cache[widget_id]
 
     def on_mount(self) -> None:
-        self.query_one("#tasks-pane").border_title = "Tasks"
+        self.screen_stack[0].query_one("#tasks-pane").border_title = "Tasks"
         for message in self.settings.warnings:
             self.notify(message, title="Config", severity="warning", timeout=10, markup=False)
         self._warned = 0
@@ -126,6 +159,7 @@ class KlingApp(App[None]):
             self.connect()
         else:
             self.push_screen(SetupScreen(), self._setup_done)
+        self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
         self.form.focus_prompt()
 
     # -- connection --------------------------------------------------------------------
@@ -164,6 +198,8 @@ class KlingApp(App[None]):
         self.update_header()
         if self.start_poller:
             self.follow()
+            self.refresh_costs()
+            self.set_interval(60, self.refresh_costs)
         self.reconcile()
 
     def _setup_done(self, choice: SetupChoice | None) -> None:
@@ -222,24 +258,35 @@ class KlingApp(App[None]):
         used, budget = self.workbench.slots_in_use, self.workbench.budget
         slots = f"slots {used}/{budget.budget}" + (f" (of {budget.limit})" if budget.budget < budget.limit else "")
         queued = f" · {len(self.workbench.queue)} queued" if self.workbench.queue else ""
-        self.sub_title = f"{self.endpoint_label} · {slots}{queued}"
+        units = ""
+        if self.packs:
+            left = sum(p.remaining for p in self.packs if p.status == "online")
+            units = f" · {left:g} units left"
+        self.sub_title = f"{self.endpoint_label} · {slots}{queued}{units}"
 
     # -- records -----------------------------------------------------------------------
     def reload_table(self) -> None:
         label, statuses = STATUS_FILTERS[self.status_filter]
-        rows = self.store.recent(PAGE_SIZE, text=self.text_filter or None, status=statuses)
+        rows = self.store.recent(PAGE_SIZE, **self._table_filters())
         self.table.load(rows)
-        self._total = self.store.count(text=self.text_filter or None, status=statuses)
+        self._total = self.store.count(**self._table_filters())
         self._set_tasks_title(self._total)
-        self.query_one("#status-filter", Static).update(Text(f"status: {label}"))
+        star = " · ★ only" if self.starred_only else ""
+        self.screen_stack[0].query_one("#status-filter", Static).update(Text(f"status: {label}{star}"))
         self.show_selected()
 
     def _set_tasks_title(self, total: int) -> None:
         shown = self.table.row_count
         more = f" · showing {shown}" if shown < total else ""
-        self.query_one("#tasks-pane").border_title = f"Tasks ({total}{more})"
+        self.screen_stack[0].query_one("#tasks-pane").border_title = f"Tasks ({total}{more})"
+
+    def _table_filters(self) -> dict[str, Any]:
+        _, statuses = STATUS_FILTERS[self.status_filter]
+        return {"text": self.text_filter or None, "status": statuses, "starred": True if self.starred_only else None}
 
     def _matches_filter(self, record: TaskRecord) -> bool:
+        if self.starred_only and not record.starred:
+            return False
         _, statuses = STATUS_FILTERS[self.status_filter]
         if statuses and record.status not in statuses:
             return False
@@ -300,11 +347,10 @@ class KlingApp(App[None]):
             self._load_more()
 
     def _load_more(self) -> None:
-        _, statuses = STATUS_FILTERS[self.status_filter]
-        rows = self.store.recent(PAGE_SIZE, offset=self.table.row_count, text=self.text_filter or None, status=statuses)
+        rows = self.store.recent(PAGE_SIZE, offset=self.table.row_count, **self._table_filters())
         if rows:
             self.table.append(rows)
-            self._set_tasks_title(self.store.count(text=self.text_filter or None, status=statuses))
+            self._set_tasks_title(self.store.count(**self._table_filters()))
 
     @on(DataTable.RowSelected, "#tasks")
     def _row_selected(self) -> None:
@@ -319,16 +365,35 @@ class KlingApp(App[None]):
         if problems:
             self.notify("\n".join(str(p) for p in problems), title="Not sent", severity="error", markup=False)
             return
-        request, _ = self.form.build_request()
-        try:
-            record = self.workbench.enqueue(request)
-        except InvalidRequest as exc:
-            self.notify(str(exc), title="Not sent", severity="error", markup=False)
+        requests = self.form.variant_requests()
+        if len(requests) > 1:
+            from kling_tui.variants import estimate_units
+
+            units = estimate_units(requests, self.caps)
+            self.push_screen(
+                ConfirmDialog(f"Submit {len(requests)} tasks, about {units:g} units?", yes="Submit"),
+                lambda yes: self._enqueue(requests) if yes else None,
+            )
             return
-        except OSError as exc:
-            self.notify(f"Could not write history: {exc}", severity="error", markup=False)
-            return
-        self._show_new(record)
+        self._enqueue(requests)
+
+    def _enqueue(self, requests: list[Any]) -> None:
+        from kling_tui.variants import new_group
+
+        assert self.workbench is not None
+        group = new_group() if len(requests) > 1 else None
+        for request in requests:
+            try:
+                record = self.workbench.enqueue(request, group=group)
+            except InvalidRequest as exc:
+                self.notify(str(exc), title="Not sent", severity="error", markup=False)
+                return
+            except OSError as exc:
+                self.notify(f"Could not write history: {exc}", severity="error", markup=False)
+                return
+            self._show_new(record)
+        self.form.query_one(PromptArea).remember(self.form.query_one(PromptArea).text)
+        self.update_header()
 
     def _show_new(self, record: TaskRecord) -> None:
         """Put a just-recorded task on top of the table and select it."""
@@ -357,12 +422,12 @@ class KlingApp(App[None]):
         self.preview.focus()
 
     def action_filter(self) -> None:
-        bar = self.query_one("#filter-bar")
+        bar = self.screen_stack[0].query_one("#filter-bar")
         bar.add_class("visible")
-        self.query_one("#filter", Input).focus()
+        self.screen_stack[0].query_one("#filter", Input).focus()
 
     def action_escape(self) -> None:
-        if self.focused is self.query_one("#filter", Input):
+        if self.focused is self.screen_stack[0].query_one("#filter", Input):
             self.table.focus()
 
     @on(Input.Changed, "#filter")
@@ -376,19 +441,36 @@ class KlingApp(App[None]):
 
     def action_cycle_status(self) -> None:
         self.status_filter = (self.status_filter + 1) % len(STATUS_FILTERS)
-        self.query_one("#filter-bar").add_class("visible")
+        self.screen_stack[0].query_one("#filter-bar").add_class("visible")
         self.reload_table()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.help_sections()))
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        app_keys = [(b.key, b.description) for b in self.BINDINGS if isinstance(b, Binding)]
+        """Every binding with the key it has now (keymap overrides included)."""
+        keys: dict[tuple[str, str], list[str]] = {}
+        for bindings in self._bindings.key_to_bindings.values():
+            for binding in bindings:
+                group = (binding.id or "").split(".")[0]
+                if group in ("app", "task") and binding.description:
+                    keys.setdefault((group, binding.description), []).append(self.get_key_display(binding))
+        groups: dict[str, list[tuple[str, str]]] = {"app": [], "task": []}
+        for (group, description), shown in sorted(keys.items(), key=lambda item: item[0][1]):
+            groups[group].append((" / ".join(shown), description))
         return [
-            ("Everywhere", app_keys + [("ctrl+p", "Command palette")]),
-            ("Task table", [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview the task")]),
+            ("Everywhere", groups["app"] + [("ctrl+p", "Command palette")]),
+            ("On the selected task", groups["task"] + [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview it")]),
             ("Preview", [("left / right (h / l)", "Previous / next image")]),
-            ("Form", [("tab / shift+tab", "Next / previous field"), ("ctrl+j or alt+enter", "Submit")]),
+            (
+                "Form",
+                [
+                    ("tab / shift+tab", "Next / previous field"),
+                    ("up / down in the prompt", "Past prompts, like a shell"),
+                    ("ctrl+r in the prompt", "Search past prompts"),
+                    ("ctrl+j or alt+enter", "Submit"),
+                ],
+            ),
         ]
 
     def _notify_copied(self, what: str) -> None:
@@ -424,8 +506,7 @@ class KlingApp(App[None]):
             self.notify(error, severity="warning", markup=False)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # Single-letter keys belong to text fields while one has focus.
-        if action in ("cycle_status", "open_image", "copy_url", "copy_path", "copy_prompt", "filter"):
+        if action in self.TEXT_SAFE_ACTIONS:
             return not isinstance(self.focused, (Input,)) and not self._text_area_focused()
         return True
 
@@ -433,6 +514,129 @@ class KlingApp(App[None]):
         from textual.widgets import TextArea
 
         return isinstance(self.focused, TextArea)
+
+    # -- iterating on tasks ------------------------------------------------------------
+    def _selected_or_warn(self) -> TaskRecord | None:
+        record = self.selected_record()
+        if record is None:
+            self.notify("Select a task first (f3 jumps to the table).", severity="warning")
+        return record
+
+    def action_edit(self) -> None:
+        record = self._selected_or_warn()
+        if record:
+            self.form.load_params(record.kind, record.params)
+            self.form.focus_prompt()
+            self.notify("Loaded into the form.", timeout=2)
+
+    def _resubmit(self, record: TaskRecord, **changes: Any) -> None:
+        from kling_tui.models import request_from_params
+
+        if self.workbench is None:
+            self.notify("Not connected yet.", severity="warning")
+            return
+        params = {**record.params, **changes}
+        params.pop("external_task_id", None)  # a fresh id: this is a new task
+        request = request_from_params(record.kind, params)
+        self._enqueue([request])
+
+    def action_rerun(self) -> None:
+        record = self._selected_or_warn()
+        if record:
+            self._resubmit(record)
+
+    def action_duplicate(self, what: str) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        if what == "model":
+            options = self.caps.multi_image_models() if record.kind == "multi" else [
+                m.name for m in self.caps.models.values() if not m.discontinued and m.name != record.model
+            ]
+            title, field = "Same task on model…", "model_name"
+        else:
+            model = self.caps.get(record.model or self.caps.default_model)
+            options = [r for r in (model.aspect_ratios if model else ()) if r != record.aspect_ratio]
+            title, field = "Same task in aspect ratio…", "aspect_ratio"
+        self.push_screen(
+            QuickPick(title, options),
+            lambda choice: self._resubmit(record, **{field: choice}) if choice else None,
+        )
+
+    def action_star(self) -> None:
+        record = self._selected_or_warn()
+        if record and self.workbench:
+            self.workbench.annotate(record.local_id, starred=not record.starred)
+
+    def action_note(self) -> None:
+        record = self._selected_or_warn()
+        if record is None or self.workbench is None:
+            return
+
+        def save(note: str | None) -> None:
+            if note is not None and self.workbench:
+                self.workbench.annotate(record.local_id, note=note)
+                self.show_selected()
+
+        self.push_screen(TextDialog("Note for this task", record.note, "anything you want to remember"), save)
+
+    def action_starred_only(self) -> None:
+        self.starred_only = not self.starred_only
+        self.screen_stack[0].query_one("#filter-bar").add_class("visible")
+        self.reload_table()
+
+    def action_compare(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        if self._compare_mark is None or self._compare_mark == record.local_id:
+            self._compare_mark = record.local_id
+            self.notify("Marked as A. Press v on another task to compare.", timeout=3)
+            return
+        left = self.store.get(self._compare_mark)
+        self._compare_mark = None
+        if left is None:
+            return
+        self.push_screen(
+            CompareScreen(
+                left, record, self.store.task_dir(left.local_id), self.store.task_dir(record.local_id), self.image_protocol
+            )
+        )
+
+    def action_cancel_queued(self) -> None:
+        record = self._selected_or_warn()
+        if record and self.workbench and self.workbench.cancel(record.local_id) is None:
+            self.notify("Only queued tasks can be cancelled (Kling has no cancel).", severity="warning")
+        self.update_header()
+
+    def action_move_queued(self, delta: int) -> None:
+        record = self._selected_or_warn()
+        if record and self.workbench and not self.workbench.move(record.local_id, delta):
+            self.notify("Only queued tasks can be moved.", severity="warning")
+
+    @work(group="summary", exclusive=True)
+    async def action_summary(self) -> None:
+        import asyncio
+
+        totals = await asyncio.to_thread(self.store.unit_totals)
+        self.push_screen(SummaryScreen(totals, self.packs))
+
+    @work(group="costs", exclusive=True)
+    async def refresh_costs(self) -> None:
+        """Remaining units for the header; the endpoint allows 1 request a second, we use 1 a minute."""
+        if self._client is None:
+            return
+        try:
+            self.packs = await self._client.account_costs()
+        except Exception as exc:  # the header simply shows nothing
+            self.log.warning(f"account costs: {exc}")
+            return
+        self.update_header()
+
+    @on(PromptArea.SearchRequested)
+    def _search_prompts(self) -> None:
+        prompts = self.store.prompts(2000)
+        self.push_screen(PromptSearch(prompts), lambda chosen: chosen is not None and self.form.set_prompt(chosen))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -447,8 +651,21 @@ class KlingApp(App[None]):
             yield SystemCommand("Copy image path", "To the clipboard (OSC 52)", self.action_copy_path)
         if self.preview.current_url:
             yield SystemCommand("Copy image URL", "To the clipboard (OSC 52)", self.action_copy_url)
-        if self.selected_record() is not None:
+        record = self.selected_record()
+        if record is not None:
             yield SystemCommand("Copy prompt", "Of the selected task", self.action_copy_prompt)
+            yield SystemCommand("Edit task in form", "Load its parameters into the form", self.action_edit)
+            verb = "Retry task" if record.status in ("failed", "not_created", "error") else "Re-run task"
+            yield SystemCommand(verb, "Send it again as it was", self.action_rerun)
+            yield SystemCommand("Same task on another model", "Pick the model", partial(self.action_duplicate, "model"))
+            yield SystemCommand("Same task in another ratio", "Pick the aspect ratio", partial(self.action_duplicate, "ratio"))
+            yield SystemCommand("Unstar task" if record.starred else "Star task", "Toggle the star", self.action_star)
+            yield SystemCommand("Note on task", "Add or edit a note", self.action_note)
+            yield SystemCommand("Compare with…", "Mark this task, then another", self.action_compare)
+            if record.status == "queued":
+                yield SystemCommand("Cancel queued task", "It was not sent yet", self.action_cancel_queued)
+        yield SystemCommand("Starred only", "Toggle the star filter", self.action_starred_only)
+        yield SystemCommand("Units summary", "Per day and per model", self.action_summary)
         yield SystemCommand("Keys", "Every key of the app", self.action_help)
 
     def watch_theme(self, theme: str) -> None:

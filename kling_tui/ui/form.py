@@ -8,11 +8,12 @@ from typing import Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.suggester import Suggester
 from textual.timer import Timer
-from textual.widgets import Button, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static, TextArea
 
 from kling_tui.capabilities import Capabilities, ModelCaps
 from kling_tui.errors import Problem
@@ -72,6 +73,51 @@ class PathSuggester(Suggester):
         return None
 
 
+class PromptArea(TextArea):
+    """The prompt editor, with shell-like history: up on the first line, down on the last."""
+
+    BINDINGS = [Binding("ctrl+r", "search_history", "Search past prompts", id="prompt.search")]
+
+    class SearchRequested(Message):
+        """ctrl+r: the user wants to pick a past prompt."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.past_prompts: list[str] = []  # newest first
+        self._position = -1
+        self._stash = ""
+
+    def action_cursor_up(self, select: bool = False) -> None:
+        if not select and self.cursor_location[0] == 0 and self._position + 1 < len(self.past_prompts):
+            if self._position == -1:
+                self._stash = self.text
+            self._position += 1
+            self._recall(self.past_prompts[self._position])
+            return
+        super().action_cursor_up(select)
+
+    def action_cursor_down(self, select: bool = False) -> None:
+        last_line = self.document.line_count - 1
+        if not select and self.cursor_location[0] == last_line and self._position >= 0:
+            self._position -= 1
+            self._recall(self._stash if self._position == -1 else self.past_prompts[self._position])
+            return
+        super().action_cursor_down(select)
+
+    def _recall(self, text: str) -> None:
+        self.text = text
+        self.move_cursor(self.document.end)
+
+    def remember(self, prompt: str) -> None:
+        """A prompt was just submitted: it becomes the newest history entry."""
+        if prompt.strip():
+            self.past_prompts = [prompt] + [p for p in self.past_prompts if p != prompt]
+        self._position = -1
+
+    def action_search_history(self) -> None:
+        self.post_message(self.SearchRequested())
+
+
 class GenerationForm(VerticalScroll):
     """Collects a request; validates it inline with the core's rules."""
 
@@ -97,7 +143,7 @@ class GenerationForm(VerticalScroll):
         with Horizontal(classes="row"):
             yield Label("Prompt", classes="field-label")
             yield Label("", id="prompt-count", classes="field-label")
-        yield TextArea("", id="prompt", soft_wrap=True, show_line_numbers=False, tab_behavior="focus", compact=True)
+        yield PromptArea("", id="prompt", soft_wrap=True, show_line_numbers=False, tab_behavior="focus", compact=True)
         yield Label("Negative prompt", classes="field-label", id="negative-label")
         yield Input(placeholder="what to avoid", id="negative", compact=True)
         yield Static("", id="negative-hint", classes="hint")
@@ -155,6 +201,15 @@ class GenerationForm(VerticalScroll):
         yield Input(placeholder="a fresh id is made when empty", id="external-id", compact=True)
         yield Label("Callback URL (optional)", classes="field-label")
         yield Input(placeholder="https://…", id="callback", compact=True)
+        yield Label("Variants (each combination is its own task)", classes="field-label")
+        yield Checkbox("One task per prompt line", id="split-lines")
+        with Horizontal(classes="row"):
+            with Vertical(classes="half"):
+                yield Label("Also on models", classes="field-label")
+                yield SelectionList[str](*[(m, m) for m in caps.names], id="more-models", compact=True)
+            with Vertical(classes="half"):
+                yield Label("Also in ratios", classes="field-label")
+                yield SelectionList[str](id="more-ratios", compact=True)
         yield Static("", id="problems")
         yield Static("", id="estimate")
         yield Button("Submit  ctrl+j", id="submit", variant="primary", compact=True)
@@ -288,6 +343,18 @@ class GenerationForm(VerticalScroll):
         )
         return request, problems
 
+    def variant_requests(self) -> list[GenerationRequest | MultiImageRequest]:
+        """The form's request fanned out over the chosen variants (just itself when none)."""
+        from kling_tui.variants import expand
+
+        request, _ = self.build_request()
+        return expand(
+            request,
+            split_lines=self.query_one("#split-lines", Checkbox).value,
+            models=list(self.query_one("#more-models", SelectionList).selected),
+            ratios=list(self.query_one("#more-ratios", SelectionList).selected),
+        )
+
     # -- model awareness ---------------------------------------------------------------
     def _set_options(self, widget_id: str, options: tuple[str, ...], preferred: str | None = None) -> None:
         select = self.query_one(f"#{widget_id}", Select)
@@ -359,6 +426,10 @@ class GenerationForm(VerticalScroll):
         self._show("#human-fidelity-box", bool(show_human))
 
         self._set_options("aspect", model.aspect_ratios, pending.get("aspect"))
+        more_ratios = self.query_one("#more-ratios", SelectionList)
+        if more_ratios.option_count == 0:
+            every = list(dict.fromkeys(r for m in self.caps.models.values() for r in m.aspect_ratios))
+            more_ratios.add_options([(r, r) for r in every])
         resolutions = model.image_resolutions if image else model.resolutions
         restyle_input = bool(image) and model.restyle
         self._show("#resolution-box", not multi and not restyle_input)
@@ -369,11 +440,23 @@ class GenerationForm(VerticalScroll):
         request, problems = self.build_request()
         read_fields = {p.field for p in problems}
         problems += [p for p in request.problems(self.caps) if p.field not in read_fields]
+        variants = self.variant_requests()
+        if len(variants) > 1 and not problems:
+            # Each combination must stand on its own (e.g. 21:9 is not on every model).
+            for number, variant in enumerate(variants[1:], start=2):
+                for p in variant.problems(self.caps):
+                    where = f"variant {number} ({variant.model_name}, {variant.aspect_ratio})"
+                    problems.append(Problem(p.field, f"{p.rule} [{where}]", p.code))
         self.problems = problems
-        self._show_problems(problems, request)
+        self._show_problems(problems, request, variants)
         return problems
 
-    def _show_problems(self, problems: list[Problem], request: GenerationRequest | MultiImageRequest) -> None:
+    def _show_problems(
+        self,
+        problems: list[Problem],
+        request: GenerationRequest | MultiImageRequest,
+        variants: list[GenerationRequest | MultiImageRequest],
+    ) -> None:
         bad_widgets = {FIELD_WIDGET.get(p.field.split("[")[0], "") for p in problems}
         for p in problems:
             if p.field.startswith("subject_image_list["):
@@ -392,13 +475,18 @@ class GenerationForm(VerticalScroll):
         count.update(f"{len(prompt)}/{PROMPT_MAX}")
         count.set_class(len(prompt) > PROMPT_MAX, "over")
 
+        from kling_tui.variants import estimate_units
+
         model = self.model
-        n = request.n or 1
-        resolution = getattr(request, "resolution", None)
-        units = model.units(n if isinstance(n, int) and n > 0 else 1, resolution)
-        self.query_one("#estimate", Static).update(
-            Text(f"{n} image{'s' if n != 1 else ''} on {model.name} ≈ {units:g} units · holds {n} slot{'s' if n != 1 else ''}")
-        )
+        n = request.n if isinstance(request.n, int) and request.n > 0 else 1
+        if len(variants) > 1:
+            images = sum(v.n if isinstance(v.n, int) and v.n > 0 else 1 for v in variants)
+            units = estimate_units(variants, self.caps)
+            text = f"{len(variants)} tasks · {images} images ≈ {units:g} units"
+        else:
+            units = model.units(n, getattr(request, "resolution", None))
+            text = f"{n} image{'s' if n != 1 else ''} on {model.name} ≈ {units:g} units · holds {n} slot{'s' if n != 1 else ''}"
+        self.query_one("#estimate", Static).update(Text(text))
 
     def schedule_validation(self) -> None:
         if not self._ready:
@@ -424,6 +512,8 @@ class GenerationForm(VerticalScroll):
         self.schedule_validation()
 
     @on(TextArea.Changed)
+    @on(Checkbox.Changed)
+    @on(SelectionList.SelectedChanged)
     def _prompt_changed(self) -> None:
         self.schedule_validation()
 

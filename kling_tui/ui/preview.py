@@ -109,6 +109,8 @@ class PreviewPane(Vertical, can_focus=True):
 
     def show_task(self, owner: str | None, paths: list[Path | None], urls: list[str], status: str, note: str = "") -> None:
         """Point the pane at a task; keeps the index when the same task refreshes."""
+        if not self.children:
+            return  # the app is shutting down
         if owner != self.owner:
             self.index = 0
         self.owner = owner

@@ -75,9 +75,15 @@ def status_cell(row: TaskRow | TaskRecord, now: float) -> Text:
     return text
 
 
-def prompt_cell(prompt: str) -> Text:
-    flat = " ".join(prompt.split())
-    return Text(flat if len(flat) <= PROMPT_WIDTH else flat[: PROMPT_WIDTH - 1] + "…", no_wrap=True)
+def prompt_cell(row: TaskRow | TaskRecord) -> Text:
+    flat = " ".join((row.prompt or "").split())
+    text = Text(no_wrap=True)
+    if row.starred:
+        text.append("★ ", style="bold yellow")
+    if row.group:
+        text.append(f"⧉{row.group[:4]} ", style="magenta")
+    text.append(flat if len(flat) <= PROMPT_WIDTH else flat[: PROMPT_WIDTH - 1] + "…")
+    return text
 
 
 def _model(row: TaskRow | TaskRecord) -> str:
@@ -121,7 +127,7 @@ class TaskTable(DataTable):
             Text(_n(row), justify="right"),
             Text(_ratio(row)),
             Text(row.units or "", justify="right"),
-            prompt_cell(row.prompt or ""),
+            prompt_cell(row),
         ]
 
     def load(self, rows: list[TaskRow]) -> None:

@@ -1,0 +1,103 @@
+"""Small choosers: pick one of a few options by its number, or search past prompts."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+
+class QuickPick(ModalScreen[str | None]):
+    """Options numbered 1-9 (then a-z): one key picks."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="pick.cancel")]
+    KEYS = "123456789abcdefghijklmnopqrstuvwxyz"
+
+    def __init__(self, title: str, options: list[str]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.options = options[: len(self.KEYS)]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(Text(self.title_text), classes="title")
+            yield OptionList(
+                *[Option(Text.assemble((f"{self.KEYS[i]}  ", "bold"), option), id=str(i)) for i, option in enumerate(self.options)],
+                id="pick",
+            )
+            yield Static("press a key, or enter · escape to cancel", classes="hint")
+
+    def on_key(self, event) -> None:
+        if event.character and event.character in self.KEYS[: len(self.options)]:
+            event.stop()
+            self.dismiss(self.options[self.KEYS.index(event.character)])
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.options[int(event.option.id or 0)])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class PromptSearch(ModalScreen[str | None]):
+    """ctrl+r: type to filter past prompts, enter to take one."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="search.cancel"),
+        Binding("down", "move(1)", "Next", show=False, id="search.next"),
+        Binding("up", "move(-1)", "Previous", show=False, id="search.previous"),
+    ]
+    SHOWN = 200
+
+    def __init__(self, prompts: list[str]) -> None:
+        super().__init__()
+        self.prompts = prompts
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="search-dialog"):
+            yield Static("Past prompts", classes="title")
+            yield Input(placeholder="type to filter", id="search", compact=True)
+            yield OptionList(id="matches")
+            yield Static("enter takes the highlighted prompt · escape cancels", classes="hint")
+
+    def on_mount(self) -> None:
+        self._fill("")
+
+    def _fill(self, needle: str) -> None:
+        matches = self.query_one("#matches", OptionList)
+        matches.clear_options()
+        needle = needle.casefold()
+        found = [p for p in self.prompts if needle in p.casefold()][: self.SHOWN]
+        self._found = found
+        matches.add_options([Option(Text(" ".join(p.split())[:200]), id=str(i)) for i, p in enumerate(found)])
+        if found:
+            matches.highlighted = 0
+
+    @on(Input.Changed, "#search")
+    def _changed(self, event: Input.Changed) -> None:
+        self._fill(event.value)
+
+    @on(Input.Submitted, "#search")
+    def _submitted(self) -> None:
+        matches = self.query_one("#matches", OptionList)
+        if matches.highlighted is not None and self._found:
+            self.dismiss(self._found[matches.highlighted])
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self._found[int(event.option.id or 0)])
+
+    def action_move(self, delta: int) -> None:
+        matches = self.query_one("#matches", OptionList)
+        if self._found:
+            current = matches.highlighted or 0
+            matches.highlighted = max(0, min(len(self._found) - 1, current + delta))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
