@@ -24,6 +24,7 @@ MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 MAX_REDIRECTS = 5
 MAX_NAME_CHARS = 150
+MAX_NAME_BYTES = 200  # room below 255 for a suffix added later
 ALLOWED_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 FORMAT_SUFFIXES = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "WEBP": (".webp",)}
 _UNSAFE_CHARS = re.compile(r'[/\\<>:"|?*]')
@@ -43,12 +44,14 @@ def _neutralise(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     # Leading dots make hidden files and "..": drop them; trailing dots and spaces trouble Windows.
     text = text.lstrip(".").rstrip(". ")
-    if len(text) > MAX_NAME_CHARS:
+    if len(text) > MAX_NAME_CHARS or len(text.encode()) > MAX_NAME_BYTES:
         stem, dot, suffix = text.rpartition(".")
-        if dot and 0 < len(suffix) <= 8:
-            text = stem[: MAX_NAME_CHARS - len(suffix) - 1].rstrip(". ") + "." + suffix
-        else:
-            text = text[:MAX_NAME_CHARS].rstrip(". ")
+        tail = "." + suffix if dot and 0 < len(suffix) <= 8 else ""
+        stem = (stem if tail else text)[: MAX_NAME_CHARS - len(tail)]
+        # File systems limit names in bytes (255 on most): wide characters count several.
+        while len((stem + tail).encode()) > MAX_NAME_BYTES:
+            stem = stem[:-1]
+        text = stem.rstrip(". ") + tail
     if text.split(".")[0].upper() in _WINDOWS_RESERVED:
         text = "_" + text
     return text if text.strip("_ ") else ""
@@ -168,6 +171,9 @@ async def _fetch(http: httpx.AsyncClient, url: httpx.URL, out, max_bytes: int) -
                 out.flush()
                 os.fsync(out.fileno())
                 return
+        except httpx.InvalidURL:
+            # httpx parses a redirect's Location even when not following it.
+            raise DownloadError("the server redirected to an invalid URL") from None
         except httpx.TimeoutException:
             raise DownloadError("timed out downloading the image", retryable=True) from None
         except httpx.TransportError as exc:

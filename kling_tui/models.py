@@ -197,30 +197,37 @@ class Task:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Task":
-        result = data.get("task_result") or {}
+        # Server data: any field but task_id may be missing or of the wrong shape.
+        result = data.get("task_result")
+        raw_images = result.get("images") if isinstance(result, Mapping) else None
         images = []
-        for i, item in enumerate(result.get("images") or []):
+        for i, item in enumerate(raw_images if isinstance(raw_images, list) else []):
             if isinstance(item, Mapping) and isinstance(item.get("url"), str):
-                index = item.get("index")
+                index = _int_or_none(item.get("index"))
                 images.append(
                     TaskImage(
-                        index=index if isinstance(index, int) else i,
+                        index=i if index is None else index,
                         url=item["url"],
                         watermark_url=item.get("watermark_url") if isinstance(item.get("watermark_url"), str) else None,
                     )
                 )
-        info = data.get("task_info") or {}
+        info = data.get("task_info")
+        external = info.get("external_task_id") if isinstance(info, Mapping) else None
         deduction = data.get("final_unit_deduction")
         return cls(
             task_id=str(data["task_id"]),
             task_status=str(data.get("task_status") or "submitted"),
             task_status_msg=str(data.get("task_status_msg") or ""),
-            created_at=data.get("created_at") if isinstance(data.get("created_at"), int) else None,
-            updated_at=data.get("updated_at") if isinstance(data.get("updated_at"), int) else None,
+            created_at=_int_or_none(data.get("created_at")),
+            updated_at=_int_or_none(data.get("updated_at")),
             final_unit_deduction=str(deduction) if deduction not in (None, "") else None,
             images=images,
-            external_task_id=info.get("external_task_id") if isinstance(info, Mapping) else None,
+            external_task_id=external if isinstance(external, str) and external else None,
         )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ __all__ = ["HistoryStore", "TaskRecord", "TaskRow", "RecordError", "SCHEMA_VERSI
 SCHEMA_VERSION = 1
 RECORD_FILE = "task.toml"
 INDEX_FILE = "index.sqlite3"
-LOCAL_ID_RE = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
+# ASCII digits only and \Z, not $ (which also matches before a trailing newline).
+LOCAL_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}\Z")
 STATUSES = ("pending", "queued", "submitted", "processing", "succeed", "failed", "not_created", "error")
 KINDS = ("generation", "multi")
 
