@@ -27,7 +27,8 @@ ACTIVE_ON_SERVER = ("submitted", "processing")
 TASK_NOT_FOUND = 1201
 BUSY = 1303
 WAITING = ("queued", "pending")  # not yet answered by the server
-BUSY_RETRY_SECONDS = 1.0  # kling-protocol.md: wait at least a second after 1303
+BUSY_RETRY_SECONDS = 1.0
+CONFIRM_EVERY = 5  # recovery ticks between lookups of unanswered creates  # kling-protocol.md: wait at least a second after 1303
 UNSAVED_SCAN = 200  # recent successes checked on start for images not yet saved
 URL_LIFETIME = 30 * 86400  # Kling deletes result images 30 days after the task
 
@@ -62,6 +63,7 @@ class Workbench:
         self._requests: dict[str, Request] = {}
         self._background: set[asyncio.Task] = set()
         self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._in_flight: set[str] = set()  # local ids whose create request is being sent
         # 1303 goes back to the local queue instead of being retried inside the client.
         client.retry_busy_creates = False
         self._listeners: list[Listener] = []
@@ -162,10 +164,13 @@ class Workbench:
 
     async def _send_queued(self, record: TaskRecord, request: Request) -> None:
         in_use = self.slots_in_use
+        self._in_flight.add(record.local_id)
         try:
             record = await self.send(record, request)
         except Exception as exc:  # never lose the record: it stays pending and is looked up later
             record = self._update(record.local_id, status_msg=f"not confirmed yet: {exc}")
+        finally:
+            self._in_flight.discard(record.local_id)
         if record.status == "not_created" and record.error_code == BUSY:
             # Not created, so safe to send again: back to the head of the queue.
             self.budget.busy(max(0, in_use - record.n))
@@ -183,6 +188,12 @@ class Workbench:
     def annotate(self, local_id: str, **changes) -> TaskRecord:
         """Change what the user owns on a record: star, note."""
         return self._update(local_id, **changes)
+
+    async def confirm_unanswered(self) -> None:
+        """Look up pending creates whose sending has ended without a clear answer."""
+        for record in list(self._running.values()):
+            if record.status == "pending" and record.local_id not in self._in_flight:
+                await self.confirm(record)
 
     async def aclose(self) -> None:
         """Stop background sends (their records stay pending and are looked up on next start)."""
@@ -238,6 +249,10 @@ class Workbench:
                 return self._update(record.local_id, status_msg=f"not confirmed yet: {exc}")
             return self._update(record.local_id, status="not_created", status_msg=str(exc))
         except KlingError as exc:
+            if (exc.http_status or 0) >= 500:
+                # A server error, possibly from the lookup after an unclear create: the task
+                # may exist. Keep it pending; confirm() settles it by its external_task_id.
+                return self._update(record.local_id, status_msg=f"not confirmed yet: {exc}", error_code=exc.code)
             return self._update(
                 record.local_id, status="not_created", status_msg=str(exc), error_code=exc.code
             )
@@ -343,11 +358,16 @@ class Workbench:
                 await self.save_images(record, on_error=on_error)
 
         async def recover() -> None:
-            # The budget recovers with time: give waiting tasks a chance now and then.
+            # The budget recovers with time: give waiting tasks a chance now and then, and
+            # settle creates that got no clear answer instead of letting them hold slots.
+            ticks = 0
             while True:
                 await asyncio.sleep(BUSY_RETRY_SECONDS)
+                ticks += 1
                 if self.queue:
                     self.pump()
+                if ticks % CONFIRM_EVERY == 0:
+                    await self.confirm_unanswered()
 
         recovering = asyncio.get_running_loop().create_task(recover())
         try:

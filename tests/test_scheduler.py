@@ -160,3 +160,22 @@ async def test_a_task_larger_than_the_pack_is_refused_locally(sandbox):
         await bench.client.aclose()
     assert record.status == "not_created" and "n=3" in record.status_msg
     assert sandbox.state.counters()["create"] == 0
+
+
+async def test_an_unanswered_create_is_settled_without_a_restart(sandbox):
+    bench = make_bench(sandbox, concurrency=9)
+    bench.client.max_retries = 1
+    sandbox.state.faults.add(endpoint="create", kind="created_5002", times=1)
+    sandbox.state.faults.add(endpoint="get", kind="error", code=5000, times=20)
+    try:
+        record = await asyncio.wait_for(bench.submit(GenerationRequest(prompt="lost in the mail")), 10)
+        assert record.status == "pending" and "not confirmed" in record.status_msg
+        assert bench.slots_in_use == 1
+        sandbox.state.faults.clear()
+        await bench.confirm_unanswered()
+    finally:
+        await bench.aclose()
+        await bench.client.aclose()
+    settled = bench.store.get(record.local_id)
+    assert settled.task_id is not None and settled.status in ("submitted", "processing", "succeed")
+    assert sandbox.state.counters()["tasks_created"] == 1

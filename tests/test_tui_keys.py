@@ -146,3 +146,33 @@ async def test_damaged_history_file_is_set_aside_and_the_app_starts(sandbox):
     leftovers = sorted(p.name for p in HistoryStore().task_dir(ids[0]).iterdir())
     assert any(name.startswith("task.toml.damaged-") for name in leftovers)
     assert HistoryStore().get(ids[1]) is not None and HistoryStore().get(ids[2]) is not None
+
+
+async def test_keymap_from_config_rebinds_submit(sandbox):
+    from kling_tui.config import save_settings
+
+    settings = load_settings()
+    settings.keymap = {"app.submit": "ctrl+s"}
+    save_settings(settings)
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.query_one("#prompt", TextArea).text = "rebound"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.table.row_count == 1, what="a submit on ctrl+s")
+        help_rows = dict((d, k) for _, rows in app.help_sections() for k, d in rows)
+        assert "^s" in help_rows["Submit"] or "ctrl+s" in help_rows["Submit"]
+
+
+async def test_a_config_readable_by_others_is_warned_about(sandbox):
+    from kling_tui.config import save_settings
+
+    settings = load_settings()
+    settings.api_key = "not-a-real-key"
+    path = save_settings(settings)
+    os.chmod(path, 0o644)
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert any("readable" in m for m in messages)
+        assert not any("not-a-real-key" in m for m in messages)

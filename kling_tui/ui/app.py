@@ -450,7 +450,10 @@ class KlingApp(App[None]):
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """Every binding with the key it has now (keymap overrides included)."""
         keys: dict[tuple[str, str], list[str]] = {}
-        for bindings in self._bindings.key_to_bindings.values():
+        current = self._bindings.copy()
+        if self._keymap:
+            current.apply_keymap(self._keymap)
+        for bindings in current.key_to_bindings.values():
             for binding in bindings:
                 group = (binding.id or "").split(".")[0]
                 if group in ("app", "task") and binding.description:
@@ -468,7 +471,6 @@ class KlingApp(App[None]):
                     ("tab / shift+tab", "Next / previous field"),
                     ("up / down in the prompt", "Past prompts, like a shell"),
                     ("ctrl+r in the prompt", "Search past prompts"),
-                    ("ctrl+j or alt+enter", "Submit"),
                 ],
             ),
         ]

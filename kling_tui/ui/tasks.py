@@ -152,7 +152,7 @@ class TaskTable(DataTable):
             before = self._cells(old)
             for (key, _), new, was in zip(COLUMNS[1:], cells[1:], before[1:]):
                 if new.plain != was.plain or new.style != was.style:
-                    self.update_cell(record.local_id, key, new)
+                    self.update_cell(record.local_id, key, new, update_width=True)
             return
         self._rows[record.local_id] = record
         selected = self.selected_key
