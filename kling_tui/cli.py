@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     if args.command == "locate":
         return _locate()
+    from kling_tui.logs import setup_logging
+
+    setup_logging()
     if args.command in HEADLESS_COMMANDS:
         from kling_tui.headless import run as run_headless
 

@@ -8,6 +8,7 @@ listeners about every record it changes. History is written before each create i
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,6 +20,8 @@ from kling_tui.models import GenerationRequest, MultiImageRequest, Task, request
 from kling_tui.scheduler import SlotBudget
 from kling_tui.store import HistoryStore, TaskRecord
 from kling_tui.tracker import StatusChange, Tracker
+
+log = logging.getLogger(__name__)
 
 Request = GenerationRequest | MultiImageRequest
 Listener = Callable[[TaskRecord], None]
@@ -75,6 +78,8 @@ class Workbench:
         self._listeners.append(listener)
 
     def _changed(self, record: TaskRecord) -> TaskRecord:
+        if record.status_msg and record.status in ("pending", "not_created", "failed"):
+            log.info("%s %s: %s", record.local_id, record.status, record.status_msg)
         if record.status in ACTIVE_ON_SERVER or record.status == "pending":
             # Slots are held from the create request on (pending) until the task ends.
             self._running[record.local_id] = record
