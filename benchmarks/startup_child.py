@@ -1,0 +1,71 @@
+"""One cold start, in a fresh process: `python -m benchmarks.startup_child kling|bare SPAWN_TIME`.
+
+Time runs from SPAWN_TIME (the parent's time.time() just before it started this process)
+to the first frame: interpreter start, imports, building the app, mounting, the first
+screen update turned into terminal output. The app runs headless at 120x36 and exits from
+that first frame. Prints one JSON line: {"first_frame": seconds, "maxrss_kb": peak RSS}.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def main() -> None:
+    kind, spawned = sys.argv[1], float(sys.argv[2])
+    from benchmarks.common import SIZE, FrameProbe
+
+    app = build_kling() if kind == "kling" else build_bare()
+    probe = FrameProbe(app)
+    result: dict[str, float] = {}
+
+    async def first_frame() -> None:
+        await probe.frame_where(lambda: True, timeout=60)
+        result["first_frame"] = time.time() - spawned
+        app.exit()
+
+    original_ready = app._ready
+
+    async def ready() -> None:
+        await original_ready()
+        app.run_worker(first_frame(), group="benchmark")
+
+    app._ready = ready
+    app.run(headless=True, size=SIZE)
+    result["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(result), flush=True)
+
+
+def build_kling():
+    # The steps of `kling-tui` (ui/launch.py): settings, image protocol, the app factory.
+    from kling_tui.config import load_settings
+
+    settings = load_settings()
+    import textual_image.widget  # noqa: F401  (launch.py imports it before Textual starts)
+
+    from kling_tui.ui.app import make_app
+
+    return make_app(settings, image_protocol="auto", poll_interval=0.5)
+
+
+def build_bare():
+    from textual.app import App
+    from textual.widgets import DataTable, Footer, Header
+
+    class Bare(App[None]):
+        def compose(self):
+            yield Header()
+            yield DataTable(cursor_type="row")
+            yield Footer()
+
+        def on_mount(self) -> None:
+            self.query_one(DataTable).add_columns("Time", "Status", "Model", "n", "Ratio", "Units", "Prompt")
+
+    return Bare()
+
+
+if __name__ == "__main__":
+    main()
