@@ -8,6 +8,7 @@ listeners about every record it changes. History is written before each create i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -390,24 +391,37 @@ class Workbench:
     async def save_images(
         self, record: TaskRecord, on_error: Callable[[Exception], None] | None = None
     ) -> TaskRecord:
-        """Download every result image into the task's folder (Kling deletes them after 30 days)."""
+        """Download every result image into the task's folder (Kling deletes them after 30 days).
+
+        The images download side by side; the record lists them in order as soon as each one
+        and all before it are saved, so the first image shows while the others still arrive.
+        """
         folder = self.store.task_dir(record.local_id)
-        paths = list(record.image_paths)
-        for index, url in enumerate(record.image_urls):
-            name = f"image-{index + 1}{_image_suffix(url)}"
-            if index < len(paths) and (folder / paths[index]).exists():
-                continue
+        paths: list[str | None] = [None] * len(record.image_urls)
+        for index, name in enumerate(record.image_paths[: len(paths)]):
+            if (folder / name).exists():
+                paths[index] = name
+
+        def publish() -> None:
+            nonlocal record
+            prefix = list(itertools.takewhile(lambda name: name is not None, paths))
+            if prefix != record.image_paths:
+                record = self._update(record.local_id, image_paths=prefix)
+
+        async def one(index: int, url: str) -> None:
+            if paths[index] is not None:
+                return
             try:
-                saved = await self.client.download(url, folder, name)
+                saved = await self.client.download(url, folder, f"image-{index + 1}{_image_suffix(url)}")
             except (KlingError, OSError, ValueError) as exc:
                 if on_error:
                     on_error(exc)
-                break
-            if index < len(paths):
-                paths[index] = saved.name
-            else:
-                paths.append(saved.name)
-            record = self._update(record.local_id, image_paths=list(paths))
+                return
+            paths[index] = saved.name
+            publish()
+
+        await asyncio.gather(*(one(i, url) for i, url in enumerate(record.image_urls)))
+        publish()
         return record
 
     def running(self) -> Iterable[TaskRecord]:

@@ -189,7 +189,10 @@ class KlingApp(App[None]):
             credentials = Credentials(self.settings.access_key, self.settings.secret_key, self.settings.api_key)
             base_url, auth = self.settings.base_url, auth_from(credentials)
         self._client = KlingClient(base_url, auth, caps=self.caps)
-        tracker = Tracker(self._client, min_interval=self.poll_interval, max_interval=max(5.0, self.poll_interval))
+        # Adaptive polling: brisk after a change, slower while nothing moves (at most 5 s, or
+        # twice the interval when that is short, as on the sandbox).
+        slowest = 5.0 if self.poll_interval >= 1.0 else self.poll_interval * 2
+        tracker = Tracker(self._client, min_interval=self.poll_interval, max_interval=slowest)
         from kling_tui.scheduler import SlotBudget
 
         budget = SlotBudget(int(self.settings.concurrency or 9))

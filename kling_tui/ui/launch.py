@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+SANDBOX_POLL = 0.25  # seconds; loopback requests cost nothing
+
+
 def run_tui(*, sandbox: bool = False, image_protocol: str | None = None) -> int:
     from kling_tui.config import load_settings
 
@@ -21,7 +24,7 @@ def run_tui(*, sandbox: bool = False, image_protocol: str | None = None) -> int:
     from kling_tui.ui.app import make_app
 
     # The sandbox's tasks take seconds: poll it briskly so results show as soon as they exist.
-    poll = min(settings.poll_interval, 0.5) if server is not None else None
+    poll = min(settings.poll_interval, SANDBOX_POLL) if server is not None else None
     app = make_app(settings, sandbox=server, image_protocol=protocol, poll_interval=poll)
     try:
         app.run()
