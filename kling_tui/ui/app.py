@@ -156,7 +156,9 @@ class KlingApp(App[None]):
         self.reload_table()
         self.set_interval(1.0, self.table.tick)
         if self.sandbox is not None or self.settings.has_credentials:
-            self.connect()
+            # After the first frame: importing httpx, building its SSL context and the
+            # reconcile pass are not needed to draw the window.
+            self.call_after_refresh(self.ensure_connected)
         else:
             self.push_screen(SetupScreen(), self._setup_done)
         self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
@@ -171,6 +173,12 @@ class KlingApp(App[None]):
         if region and region != "custom":
             return region.capitalize()
         return self.settings.base_url
+
+    def ensure_connected(self) -> bool:
+        """Connect now unless connected already or there is nothing to connect with."""
+        if self.workbench is None and (self.sandbox is not None or self.settings.has_credentials):
+            self.connect()
+        return self.workbench is not None
 
     def connect(self) -> None:
         """Build the client and start following tasks."""
@@ -361,7 +369,7 @@ class KlingApp(App[None]):
 
     # -- submitting --------------------------------------------------------------------
     def action_submit(self) -> None:
-        if self.workbench is None:
+        if not self.ensure_connected():
             self.notify("Not connected yet.", severity="warning")
             return
         problems = self.form.validate_now()
@@ -537,7 +545,7 @@ class KlingApp(App[None]):
     def _resubmit(self, record: TaskRecord, **changes: Any) -> None:
         from kling_tui.models import request_from_params
 
-        if self.workbench is None:
+        if not self.ensure_connected():
             self.notify("Not connected yet.", severity="warning")
             return
         params = {**record.params, **changes}
