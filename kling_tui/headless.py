@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, TextIO
@@ -28,6 +27,7 @@ import httpx
 from kling_tui.auth import ENV_ACCESS_KEY, ENV_API_KEY, ENV_SECRET_KEY, ApiKeyAuth, Credentials, MissingCredentials, auth_from
 from kling_tui.client import KlingClient
 from kling_tui.config import Settings, load_settings
+from kling_tui.textsafe import plain
 from kling_tui.errors import InvalidRequest, KlingError, Problem
 from kling_tui.models import GenerationRequest
 from kling_tui.store import HistoryStore, TaskRecord
@@ -93,18 +93,6 @@ class CommandError(Exception):
 
 
 # -- text and JSON ------------------------------------------------------------------------
-
-
-def plain(text: object) -> str:
-    """Server and user text for a terminal: control and format characters (escapes, bidi
-    overrides) are shown as \\xNN / \\uNNNN instead of acting on the terminal."""
-    out = []
-    for ch in str(text):
-        if unicodedata.category(ch) in ("Cc", "Cf") and ch != "\t":
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -63,7 +63,23 @@ async def test_markup_in_prompts_and_messages_is_shown_literally(sandbox):
         await wait_for(pilot, lambda: "failed" in cell_text(app.table, key, "status"))
         shown = cell_text(app.table, key, "prompt")
         assert "[bold]loud[/bold]" in shown and "[@click=app.quit]" in shown
+        assert "\x1b" not in shown and "\\x1b[31mred" in shown  # the escape is shown, not sent
         assert app.is_running
+
+
+async def test_escape_sequences_from_history_never_reach_the_terminal(sandbox):
+    store = HistoryStore()
+    record = store.new_record("generation", {"prompt": "calm \x1b]0;pwned\x07 \x1b[2J sea", "n": 1})
+    store.update(record.local_id, status="failed", status_msg="[red]bad[/red] \x1b[31mreason", finished_at=record.created_at + 5)
+    store.close()
+    app = app_for(sandbox)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await wait_for(pilot, lambda: app.table.row_count == 1)
+        app.table.focus()
+        await pilot.pause()
+        screen = app.export_screenshot()
+        assert "\x1b" not in screen and "\x07" not in screen
+        assert "[red]bad[/red]" in cell_text(app.table, record.local_id, "status")
 
 
 async def test_filter_and_status_cycle_narrow_the_table(sandbox):

@@ -15,13 +15,14 @@ from textual.widgets import Static
 
 from kling_tui.store import TaskRecord
 from kling_tui.textdiff import param_differences, word_diff
+from kling_tui.textsafe import plain
 from kling_tui.ui.preview import PreviewCache, image_widget_class
 
 
 def prompt_diff(left: str, right: str) -> tuple[Text, Text]:
     """The two prompts with removed words marked on the left and added ones on the right."""
     old, new = Text(), Text()
-    for op, piece in word_diff(left, right):
+    for op, piece in word_diff(plain(left, keep_newlines=True), plain(right, keep_newlines=True)):
         if op == "same":
             old.append(piece)
             new.append(piece)
@@ -43,13 +44,13 @@ def params_table(left: TaskRecord, right: TaskRecord) -> Table:
     for name in sorted((set(left.params) | set(right.params)) - {"prompt"}):
         style = "bold yellow" if name in differing else ""
         table.add_row(
-            Text(name, style=style),
-            Text(str(left.params.get(name, "—")), style=style),
-            Text(str(right.params.get(name, "—")), style=style),
+            Text(plain(name), style=style),
+            Text(plain(left.params.get(name, "—")), style=style),
+            Text(plain(right.params.get(name, "—")), style=style),
         )
     for label, a, b in (("status", left.status, right.status), ("units", left.units, right.units)):
         style = "bold yellow" if a != b else ""
-        table.add_row(Text(label, style=style), Text(str(a or "—"), style=style), Text(str(b or "—"), style=style))
+        table.add_row(Text(label, style=style), Text(plain(a or "—"), style=style), Text(plain(b or "—"), style=style))
     return table
 
 
@@ -77,7 +78,7 @@ class CompareScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         for side, record, folder in zip("ab", self.records, self.dirs):
             first = folder / record.image_paths[0] if record.image_paths else None
-            caption = f"{side.upper()} · {record.model or ''} · {record.aspect_ratio or ''} · {record.status}"
+            caption = plain(f"{side.upper()} · {record.model or ''} · {record.aspect_ratio or ''} · {record.status}")
             self.query_one(f"#caption-{side}", Static).update(Text(caption))
             if first is not None and first.exists() and image_widget_class(self.protocol) is not None:
                 self._load(side, first)

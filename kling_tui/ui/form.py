@@ -18,6 +18,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 from kling_tui.capabilities import Capabilities, ModelCaps
 from kling_tui.errors import Problem
 from kling_tui.models import GenerationRequest, MultiImageRequest
+from kling_tui.textsafe import plain
 from kling_tui.validation import PROMPT_MAX
 
 NO_REFERENCE = "none"
@@ -467,7 +468,7 @@ class GenerationForm(VerticalScroll):
         text = Text()
         for p in problems:
             text.append("✗ ", style="bold")
-            text.append(f"{p.field}: {p.rule}\n")
+            text.append(plain(f"{p.field}: {p.rule}") + "\n")
         self.query_one("#problems", Static).update(text)
 
         prompt = self.query_one("#prompt", TextArea).text

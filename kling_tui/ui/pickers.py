@@ -11,6 +11,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from kling_tui.textsafe import plain
+
 
 class QuickPick(ModalScreen[str | None]):
     """Options numbered 1-9 (then a-z): one key picks."""
@@ -27,7 +29,7 @@ class QuickPick(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Static(Text(self.title_text), classes="title")
             yield OptionList(
-                *[Option(Text.assemble((f"{self.KEYS[i]}  ", "bold"), option), id=str(i)) for i, option in enumerate(self.options)],
+                *[Option(Text.assemble((f"{self.KEYS[i]}  ", "bold"), plain(option)), id=str(i)) for i, option in enumerate(self.options)],
                 id="pick",
             )
             yield Static("press a key, or enter · escape to cancel", classes="hint")
@@ -75,7 +77,7 @@ class PromptSearch(ModalScreen[str | None]):
         needle = needle.casefold()
         found = [p for p in self.prompts if needle in p.casefold()][: self.SHOWN]
         self._found = found
-        matches.add_options([Option(Text(" ".join(p.split())[:200]), id=str(i)) for i, p in enumerate(found)])
+        matches.add_options([Option(Text(plain(" ".join(p.split())[:200])), id=str(i)) for i, p in enumerate(found)])
         if found:
             matches.highlighted = 0
 

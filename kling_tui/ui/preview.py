@@ -14,6 +14,8 @@ from textual.containers import Center, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
+from kling_tui.textsafe import plain
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
@@ -100,6 +102,7 @@ class PreviewPane(Vertical, can_focus=True):
         self.border_title = "Preview"
 
     def _message(self, text: str) -> None:
+        text = plain(text, keep_newlines=True)
         self.shown = None
         if self._image is not None:
             self._image.display = False
@@ -129,7 +132,7 @@ class PreviewPane(Vertical, can_focus=True):
         self._draw()
 
     def _caption(self, text: str) -> None:
-        self.query_one("#preview-caption", Static).update(Text(text))
+        self.query_one("#preview-caption", Static).update(Text(plain(text)))
 
     def _draw(self) -> None:
         count = max(len(self.paths), len(self.urls))

@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from kling_tui.models import ResourcePack
+from kling_tui.textsafe import plain
 
 Totals = list[tuple[str, str, int, int, float]]
 
@@ -25,7 +26,7 @@ def totals_table(totals: Totals) -> Table:
     table.add_column("images", justify="right")
     table.add_column("units", justify="right")
     for day, model, tasks, images, units in totals:
-        table.add_row(day, Text(model), str(tasks), str(images), f"{units:g}")
+        table.add_row(day, Text(plain(model)), str(tasks), str(images), f"{units:g}")
     return table
 
 
@@ -42,7 +43,7 @@ def model_table(totals: Totals) -> Table:
     table.add_column("images", justify="right")
     table.add_column("units", justify="right")
     for model, (tasks, images, units) in sorted(by_model.items(), key=lambda kv: -kv[1][2]):
-        table.add_row(Text(model), f"{tasks:g}", f"{images:g}", f"{units:g}")
+        table.add_row(Text(plain(model)), f"{tasks:g}", f"{images:g}", f"{units:g}")
     grand = sum(v[2] for v in by_model.values())
     table.add_row(Text("all", style="bold"), "", "", Text(f"{grand:g}", style="bold"))
     return table
@@ -53,8 +54,8 @@ def packs_text(packs: list[ResourcePack] | None) -> Text:
         return Text("Remaining units: not known yet.", style="dim")
     text = Text()
     for pack in packs:
-        text.append(f"{pack.name}: ", style="bold")
-        text.append(f"{pack.remaining:g} of {pack.total:g} left ({pack.status})\n")
+        text.append(f"{plain(pack.name)}: ", style="bold")
+        text.append(f"{pack.remaining:g} of {pack.total:g} left ({plain(pack.status)})\n")
     return text or Text("No resource packs.")
 
 

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from kling_tui.store import TaskRecord, TaskRow
+from kling_tui.textsafe import plain
 
 STATUS_STYLES = {
     "queued": "dim",
@@ -68,7 +69,7 @@ def status_cell(row: TaskRow | TaskRecord, now: float) -> Text:
         text.append(f" {_elapsed(end - start)}", style="dim")
     if status in ("failed", "not_created", "error") or (status == "pending" and row.status_msg):
         if row.status_msg:
-            msg = " ".join(row.status_msg.split())
+            msg = plain(" ".join(row.status_msg.split()))
             if len(msg) > STATUS_MSG_WIDTH:
                 msg = msg[: STATUS_MSG_WIDTH - 1] + "…"
             text.append(f" {msg}", style="")
@@ -76,7 +77,7 @@ def status_cell(row: TaskRow | TaskRecord, now: float) -> Text:
 
 
 def prompt_cell(row: TaskRow | TaskRecord) -> Text:
-    flat = " ".join((row.prompt or "").split())
+    flat = plain(" ".join((row.prompt or "").split()))
     text = Text(no_wrap=True)
     if row.starred:
         text.append("★ ", style="bold yellow")
@@ -87,7 +88,7 @@ def prompt_cell(row: TaskRow | TaskRecord) -> Text:
 
 
 def _model(row: TaskRow | TaskRecord) -> str:
-    model = row.model or ""
+    model = plain(row.model or "")
     return model.removeprefix("kling-") or "-"
 
 
@@ -96,7 +97,7 @@ def _n(row: TaskRow | TaskRecord) -> str:
 
 
 def _ratio(row: TaskRow | TaskRecord) -> str:
-    return row.aspect_ratio or "-"
+    return plain(row.aspect_ratio or "-")
 
 
 class TaskTable(DataTable):
@@ -126,7 +127,7 @@ class TaskTable(DataTable):
             Text(_model(row)),
             Text(_n(row), justify="right"),
             Text(_ratio(row)),
-            Text(row.units or "", justify="right"),
+            Text(plain(row.units or ""), justify="right"),
             prompt_cell(row),
         ]
 
