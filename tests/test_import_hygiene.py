@@ -19,6 +19,13 @@ CORE = [
     "kling_tui.webhooks",
     "kling_tui.sandbox",
     "kling_tui.draft",
+    "kling_tui.scheduler",
+    "kling_tui.variants",
+    "kling_tui.textdiff",
+    "kling_tui.textsafe",
+    "kling_tui.logs",
+    "kling_tui.headless",
+    "kling_tui.opener",
 ]
 
 

@@ -201,3 +201,32 @@ async def test_units_summary_per_model(sandbox):
         await wait_for(pilot, lambda: app.packs is not None)
         await pilot.press("escape")
         await wait_for(pilot, lambda: "units left" in app.sub_title)
+
+
+async def test_multi_image_mode_on_a_model_that_has_it(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 40)) as pilot:
+        app.query_one("#mode", Select).value = "multi"
+        await pilot.pause()
+        assert app.form._model_options == ["kling-v2", "kling-v2-1"]
+        assert not app.query_one("#subject-1", Input).has_class("hidden")
+        assert app.query_one("#image", Input).has_class("hidden")
+        app.query_one("#subject-1", Input).value = "https://example.com/cat.png"
+        app.query_one("#style", Input).value = "https://example.com/style.png"
+        key = await submit(app, pilot, "the cat in the style")
+        await wait_for(pilot, lambda: "succeed" in status(app, key))
+    record = HistoryStore().get(key)
+    assert record.kind == "multi" and record.params["subject_images"] == ["https://example.com/cat.png"]
+    assert sandbox.state.counters()["multi_create"] == 1
+
+
+async def test_a_damaged_config_is_set_aside_and_the_app_starts(sandbox):
+    from kling_tui.locations import config_file
+
+    config_file().write_text("[auth\\napi_key = ", encoding="utf-8")
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: any("config" in n.message.lower() for n in app._notifications))
+        key = await submit(app, pilot, "still works")
+        await wait_for(pilot, lambda: "succeed" in status(app, key))
+    assert any(p.name.startswith("config.toml.damaged") for p in config_file().parent.iterdir())
