@@ -187,7 +187,7 @@ async def _preview(ids: list[str]) -> tuple[list[float], list[float], list[float
         for row in range(2, len(ids)):
             path = app.store.task_dir(table.coordinate_to_cell_key((row, 0)).row_key.value) / "image-1.png"
             started = time.perf_counter()
-            PreviewCache().load(path)
+            PreviewCache(max_side=preview.cache.max_side).load(path)
             decode.append(time.perf_counter() - started)
         await quiesce(app)
     return first, cached, decode
