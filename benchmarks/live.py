@@ -237,9 +237,12 @@ async def _keys(presses: int, in_flight: int, poll_interval: float) -> list[floa
         table.focus()
         table.move_cursor(row=0, animate=False)
         await pilot.pause()
-        half = presses // 2
-        for key in ["j"] * half + ["k"] * (presses - half):
-            target = table.cursor_row + (1 if key == "j" else -1)
+        step = 1
+        for _ in range(presses):
+            # Down to the last row, back up to the first, and so on.
+            if not 0 <= table.cursor_row + step < table.row_count:
+                step = -step
+            key, target = ("j" if step == 1 else "k"), table.cursor_row + step
             started = time.perf_counter()
             app.post_message(events.Key(key, key))
             latencies.append(await probe.frame_where(lambda: table.cursor_row == target) - started)
