@@ -19,7 +19,6 @@ from kling_tui.models import Task
 log = logging.getLogger(__name__)
 
 NOT_FOUND_CODE = 1201
-GROWTH = 1.5
 ERROR_GROWTH = 2.0
 
 
@@ -82,7 +81,11 @@ class Tracker:
         changes: list[StatusChange] = []
         kinds = sorted({entry.kind for entry in self._tracked.values()})
         # Every list first: if one fails, no state has changed yet and nothing is lost.
-        pages = {kind: await self.client.list(page=1, page_size=self.page_size, kind=kind) for kind in kinds}
+        try:
+            pages = {kind: await self.client.list(page=1, page_size=self.page_size, kind=kind) for kind in kinds}
+        except Exception:
+            self._adapt(changed=False, failed=True)
+            raise
         for kind, page in pages.items():
             seen: dict[str, Task] = {}
             for task in page:
@@ -126,18 +129,21 @@ class Tracker:
         return StatusChange(task=task, kind=entry.kind, previous_status=previous)
 
     def _adapt(self, *, changed: bool, failed: bool) -> None:
+        # Back off while the service fails (e.g. 1302 rate limits), brisk again once it answers.
+        # A quiet cycle does not slow polling down: it costs one request whatever the number of
+        # tasks, and a result should show within one interval of the service finishing it.
         if failed:
             self.interval = min(self.max_interval, self.interval * ERROR_GROWTH)
-        elif changed:
-            self.interval = self.min_interval
         else:
-            self.interval = min(self.max_interval, self.interval * GROWTH)
+            self.interval = self.min_interval
 
     async def run(self, on_change: Callback, on_error: Callback | None = None) -> None:
         """Poll forever (cancel the task to stop); never dies on an API error."""
         loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
-            await self._pause(loop)
+            await self._pause(loop, started)
+            started = loop.time()  # cycles start an interval apart, however long one takes
             try:
                 changes = await self.poll_once()
                 errors = list(self.errors)
@@ -145,7 +151,6 @@ class Tracker:
                 raise
             except Exception as exc:  # the loop must survive anything one cycle throws
                 changes, errors = [], [exc]
-                self._adapt(changed=False, failed=True)
             for change in changes:
                 await _call(on_change, change)
             for error in errors:
@@ -154,9 +159,8 @@ class Tracker:
                 else:
                     await _call(on_error, error)
 
-    async def _pause(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait until the next cycle is due; idle (no timer) while nothing is in flight."""
-        start = loop.time()
+    async def _pause(self, loop: asyncio.AbstractEventLoop, start: float) -> None:
+        """Wait until `interval` after `start`; idle (no timer) while nothing is in flight."""
         while not self._poll_now:
             if not self._tracked:
                 self._wake.clear()

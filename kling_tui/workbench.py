@@ -73,6 +73,7 @@ class Workbench:
         self._listeners: list[Listener] = []
         # Records whose n counts against the server's concurrency slots, by local id.
         self._running: dict[str, TaskRecord] = {}
+        self._saving: dict[str, asyncio.Lock] = {}  # one per task whose images were saved
 
     # -- listeners ---------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -332,24 +333,39 @@ class Workbench:
 
     def apply(self, change: StatusChange) -> TaskRecord | None:
         """Record a status change the tracker reported."""
+        record = self._write_change(change)
+        return self._announce_change(record)
+
+    async def apply_in_thread(self, change: StatusChange) -> TaskRecord | None:
+        """`apply`, with the file and index writes (an fsync each) off the event loop."""
+        record = await asyncio.to_thread(self._write_change, change)
+        return self._announce_change(record)
+
+    def _write_change(self, change: StatusChange) -> TaskRecord | None:
+        # Store only: safe on a worker thread (the store serialises its own writes).
         record = self.store.find_by_task_id(change.task.task_id)
         if record is None:
             return None
         task = change.task
-        record = self._update(
-            record.local_id,
-            status=task.task_status,
-            status_msg=task.task_status_msg,
-            updated_at=time.time(),
-        )
+        changes = dict(status=task.task_status, status_msg=task.task_status_msg, updated_at=time.time())
         if task.is_final:
-            record = self._finish(record, task)
+            changes.update(self._final_changes(task))
+        return self.store.update(record.local_id, **changes)
+
+    def _announce_change(self, record: TaskRecord | None) -> TaskRecord | None:
+        if record is None:
+            return None
+        self._changed(record)
+        if record.is_final:
             self.pump()
         return record
 
     def _finish(self, record: TaskRecord, task: Task) -> TaskRecord:
-        return self._update(
-            record.local_id,
+        return self._update(record.local_id, **self._final_changes(task))
+
+    @staticmethod
+    def _final_changes(task: Task) -> dict:
+        return dict(
             finished_at=time.time(),
             units=task.final_unit_deduction,
             image_urls=[img.url for img in sorted(task.images, key=lambda i: i.index)],
@@ -359,9 +375,10 @@ class Workbench:
         """Poll forever; each change is recorded and its images saved."""
 
         async def on_change(change: StatusChange) -> None:
-            record = self.apply(change)
+            record = await self.apply_in_thread(change)
             if record is not None and record.status == "succeed" and self.auto_download:
-                await self.save_images(record, on_error=on_error)
+                # In the background: the next poll cycle must not wait for the downloads.
+                self._spawn(self.save_images(record, on_error=on_error))
 
         async def recover() -> None:
             # The budget recovers with time: give waiting tasks a chance now and then, and
@@ -396,6 +413,14 @@ class Workbench:
         The images download side by side; the record lists them in order as soon as each one
         and all before it are saved, so the first image shows while the others still arrive.
         """
+        # One download per task at a time (the poller's and e.g. the CLI's may overlap); the
+        # second finds the files the first saved.
+        async with self._saving.setdefault(record.local_id, asyncio.Lock()):
+            return await self._save_images(self.store.get(record.local_id) or record, on_error)
+
+    async def _save_images(
+        self, record: TaskRecord, on_error: Callable[[Exception], None] | None
+    ) -> TaskRecord:
         folder = self.store.task_dir(record.local_id)
         paths: list[str | None] = [None] * len(record.image_urls)
         for index, name in enumerate(record.image_paths[: len(paths)]):

@@ -158,22 +158,30 @@ async def test_a_failed_list_raises_and_changes_nothing(sandbox, client):
     assert change.previous_status == "submitted"
 
 
-async def test_interval_grows_while_quiet_and_resets_on_change_or_track(sandbox, client):
+async def test_interval_grows_only_while_the_service_fails(sandbox, client):
     tracker = Tracker(client, min_interval=1.0, max_interval=5.0)
     task = await client.create(GenerationRequest(prompt="x"))
     tracker.track(task.task_id)
-    intervals = []
-    for _ in range(6):
+    for _ in range(3):  # quiet cycles: still brisk, a result shows within one interval
         await tracker.poll_once()
+        assert tracker.interval == 1.0
+
+    intervals = []
+    for _ in range(4):
+        sandbox.state.faults.add(endpoint="list", kind="error", code=1102, times=1)
+        with pytest.raises(KlingError):
+            await tracker.poll_once()
         intervals.append(tracker.interval)
-    assert intervals == [1.5, 2.25, 3.375, 5.0, 5.0, 5.0]
+    assert intervals == [2.0, 4.0, 5.0, 5.0]
 
     sandbox.state.clock.advance(SUBMITTED_S + 0.1)
     assert len(await tracker.poll_once()) == 1
     assert tracker.interval == 1.0
 
-    await tracker.poll_once()
-    assert tracker.interval == 1.5
+    sandbox.state.faults.add(endpoint="list", kind="error", code=1102, times=1)
+    with pytest.raises(KlingError):
+        await tracker.poll_once()
+    assert tracker.interval == 2.0
     tracker.track("another")
     assert tracker.interval == 1.0
 

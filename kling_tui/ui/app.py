@@ -213,8 +213,8 @@ class KlingApp(App[None]):
             credentials = Credentials(self.settings.access_key, self.settings.secret_key, self.settings.api_key)
             base_url, auth = self.settings.base_url, auth_from(credentials)
         self._client = KlingClient(base_url, auth, caps=self.caps)
-        # Adaptive polling: brisk after a change, slower while nothing moves (at most 5 s, or
-        # twice the interval when that is short, as on the sandbox).
+        # Polls every interval while tasks run; backs off while the service fails (at most 5 s,
+        # or twice the interval when that is short, as on the sandbox).
         slowest = 5.0 if self.poll_interval >= 1.0 else self.poll_interval * 2
         tracker = Tracker(self._client, min_interval=self.poll_interval, max_interval=slowest)
         from kling_tui.scheduler import SlotBudget
@@ -223,6 +223,8 @@ class KlingApp(App[None]):
         self.workbench = Workbench(self._client, self.store, self.caps, tracker=tracker, budget=budget)
         self.workbench.subscribe(lambda record: self.post_message(RecordChanged(record)))
         self.update_header()
+        # The client's imports are here for good: keep full collections from walking them.
+        gc.freeze()
         if self.start_poller:
             self.follow()
             self.refresh_costs()

@@ -113,7 +113,9 @@ class PreviewPane(Vertical, can_focus=True):
             self._image.display = False
         message = self.query_one("#preview-message", Static)
         message.display = True
-        message.update(Text(text))
+        # Its size comes from the pane (see app.tcss): no layout pass, which would cost a
+        # full reflow on every cursor move.
+        message.update(Text(text), layout=False)
 
     def show_task(self, owner: str | None, paths: list[Path | None], urls: list[str], status: str, note: str = "") -> None:
         """Point the pane at a task; keeps the index when the same task refreshes."""
@@ -137,7 +139,7 @@ class PreviewPane(Vertical, can_focus=True):
         self._draw()
 
     def _caption(self, text: str) -> None:
-        self.query_one("#preview-caption", Static).update(Text(plain(text)))
+        self.query_one("#preview-caption", Static).update(Text(plain(text)), layout=False)  # one fixed line
 
     def _draw(self) -> None:
         count = max(len(self.paths), len(self.urls))

@@ -8,6 +8,7 @@ from typing import Callable
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.widgets import DataTable
 
 from kling_tui.store import TaskRecord, TaskRow
@@ -37,6 +38,8 @@ ACTIVE = ("queued", "pending", "submitted", "processing")
 # The prompt goes last: it is the one column that may be cut at the pane's edge.
 COLUMNS = (("time", "Time"), ("status", "Status"), ("model", "Model"), ("n", "n"), ("ratio", "Ratio"), ("units", "Units"), ("prompt", "Prompt"))
 PROMPT_WIDTH = 60
+ROW_CACHE = 200  # rendered rows and lines kept: a few screenfuls at 200x60
+CELL_CACHE = ROW_CACHE * len(COLUMNS)
 STATUS_MSG_WIDTH = 40
 
 
@@ -112,6 +115,13 @@ class TaskTable(DataTable):
 
     def __init__(self, *, clock: Callable[[], float] = time.time, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        # Render caches sized for a few screenfuls. DataTable's defaults (10,000 cells) keep
+        # ~100k objects alive that every full garbage collection walks: 100+ ms pauses
+        # while the user types or scrolls.
+        self._cell_render_cache = LRUCache(CELL_CACHE)
+        self._row_render_cache = LRUCache(ROW_CACHE)
+        self._row_renderable_cache = LRUCache(ROW_CACHE)
+        self._line_cache = LRUCache(ROW_CACHE)
         self.clock = clock
         self._rows: dict[str, TaskRow | TaskRecord] = {}
 
