@@ -542,8 +542,21 @@ def cmd_export(args: argparse.Namespace, store: HistoryStore, console: Console) 
         data["image_urls"] = " ".join(data["image_urls"])
         data["images"] = " ".join(data["images"])
         data["params"] = _dumps(data["params"])
-        writer.writerow(["" if data.get(c) is None else data.get(c) for c in CSV_COLUMNS])
+        writer.writerow([_csv_cell(data.get(c)) for c in CSV_COLUMNS])
     return EXIT_OK
+
+
+# A spreadsheet runs a cell starting with one of these as a formula (e.g. a prompt
+# "=HYPERLINK(...)"); a leading apostrophe makes it text. JSONL keeps the raw values.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _emit_record(console: Console, store: HistoryStore, record: TaskRecord) -> None:

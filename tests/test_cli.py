@@ -100,6 +100,16 @@ def test_list_is_newest_first_and_export_writes_every_task(sandbox):
     assert rows[2]["prompt"] == "picture 0" and json.loads(rows[2]["params"])["prompt"] == "picture 0"
 
 
+def test_csv_export_keeps_spreadsheets_from_running_prompts_as_formulas(sandbox):
+    made = kling("generate", '=HYPERLINK("http://x","click")', "--json", sandbox=sandbox)
+    assert made.code == 0
+    (row,) = csv.DictReader(io.StringIO(kling("export", "--format", "csv").stdout))
+    assert row["prompt"] == "'=HYPERLINK(\"http://x\",\"click\")"
+    assert row["n"] == "1"
+    (line,) = kling("export", "--format", "jsonl").stdout.splitlines()
+    assert json.loads(line)["prompt"] == '=HYPERLINK("http://x","click")'
+
+
 def test_download_saves_again_and_copies_to_out(sandbox, tmp_path):
     task = kling("generate", "a bridge", "--wait", "--json", sandbox=sandbox).json()
     saved = task["images"][0]
