@@ -104,8 +104,10 @@ HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export")
 def _locate() -> int:
     from kling_tui.locations import all_paths
 
-    for name, path in all_paths().items():
-        print(f"{name + ':':<13} {path}")
+    paths = all_paths()
+    width = max(len(name) for name in paths) + 1
+    for name, path in paths.items():
+        print(f"{name + ':':<{width}} {path}")
     return 0
 
 

@@ -29,6 +29,7 @@ from kling_tui.client import KlingClient
 from kling_tui.config import Settings, load_settings
 from kling_tui.textsafe import plain
 from kling_tui.errors import InvalidRequest, KlingError, Problem
+from kling_tui.locations import history_dir
 from kling_tui.models import GenerationRequest
 from kling_tui.store import HistoryStore, TaskRecord
 from kling_tui.tracker import StatusChange, Tracker
@@ -622,7 +623,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
         console.warn(plain(warning))
     store: HistoryStore | None = None
     try:
-        store = HistoryStore()
+        store = HistoryStore(history_dir(sandbox=args.sandbox))
         for warning in store.warnings:
             console.warn(plain(warning))
         code = asyncio.run(_dispatch(args, settings, store, console))

@@ -49,9 +49,13 @@ def config_file() -> Path:
     return config_dir() / "config.toml"
 
 
-def history_dir() -> Path:
-    """One folder per task: its TOML record and its images."""
-    return _ensure(data_dir() / "tasks")
+def history_dir(sandbox: bool = False) -> Path:
+    """One folder per task: its TOML record and its images.
+
+    The sandbox's tasks are kept apart: a session on the sandbox must never look up, send or
+    settle the real service's tasks, nor show its made-up results among them.
+    """
+    return _ensure((data_dir() / "sandbox" if sandbox else data_dir()) / "tasks")
 
 
 def downloads_dir() -> Path:
@@ -68,6 +72,7 @@ def all_paths() -> dict[str, Path]:
         "config dir": config_dir(),
         "data dir": data_dir(),
         "history": history_dir(),
+        "sandbox history": history_dir(sandbox=True),
         "downloads": downloads_dir(),
         "cache": cache_dir(),
         "log": log_file(),

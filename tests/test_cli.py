@@ -146,3 +146,15 @@ def test_help_and_the_headless_module_stay_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(result.stdout) == [[], False]
+
+
+def test_locate_prints_every_path_under_kling_tui_home():
+    run = kling("locate", auth="none")
+    assert run.code == 0
+    paths = dict(line.split(":", 1) for line in run.stdout.splitlines())
+    home = os.path.realpath(os.environ["KLING_TUI_HOME"])
+    expected = {"config file", "config dir", "data dir", "history", "sandbox history", "downloads", "cache", "log"}
+    assert set(paths) == expected
+    for name, path in paths.items():
+        assert os.path.realpath(path.strip()).startswith(home + os.sep), name
+    assert paths["sandbox history"].strip() != paths["history"].strip()

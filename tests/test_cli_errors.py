@@ -10,12 +10,13 @@ import sys
 
 from cli_helpers import kling
 
+from kling_tui.locations import history_dir
 from kling_tui.sandbox import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
 from kling_tui.store import HistoryStore
 
 
-def history() -> list:
-    with HistoryStore() as store:
+def history(sandbox: bool = False) -> list:
+    with HistoryStore(history_dir(sandbox=sandbox)) as store:
         return [store.get(row.local_id) for row in store.recent()]
 
 
@@ -102,8 +103,12 @@ def test_sandbox_flag_before_or_after_the_command_needs_no_credentials():
     for run in (before, after):
         assert run.code == 0, run.stderr
         assert run.json()["task_id"] and "add --wait" in run.stderr
-    assert [r.prompt for r in history()] == ["a dog", "a cat"]
-    assert kling("list", "--sandbox", auth="none").code == 0
+    # The sandbox keeps its own history: its tasks never mix with the real service's.
+    assert [r.prompt for r in history(sandbox=True)] == ["a dog", "a cat"]
+    assert history() == []
+    listed = kling("list", "--sandbox", auth="none")
+    assert listed.code == 0 and "a dog" in listed.stdout
+    assert kling("list", auth="none").stdout == ""
 
 
 def test_api_error_while_waiting_exits_3_and_the_task_stays_in_history(sandbox):

@@ -11,9 +11,9 @@ import pytest
 
 from kling_tui.config import load_settings
 from kling_tui.sandbox.render import output_size, render_png
-from kling_tui.store import HistoryStore, populate
+from kling_tui.store import populate
 from kling_tui.ui.app import make_app
-from tests.tui_helpers import wait_for
+from tests.tui_helpers import sandbox_history, wait_for
 
 # 2026-11-20 10:00:00 UTC: every time on screen is derived from it.
 FIXED_NOW = 1795168800.0
@@ -31,7 +31,7 @@ def fixed_zone(monkeypatch):
 @pytest.fixture
 def history(fixed_zone):
     """Twelve finished tasks; the newest has a real image on disk."""
-    store = HistoryStore()
+    store = sandbox_history()
     ids = populate(store, 12, seed=7, end=FIXED_NOW)
     newest = store.get(ids[-1])
     folder = store.task_dir(newest.local_id)

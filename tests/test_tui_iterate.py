@@ -5,13 +5,12 @@ from __future__ import annotations
 from textual.widgets import Checkbox, Input, Select, SelectionList, TextArea
 
 from kling_tui.config import load_settings
-from kling_tui.store import HistoryStore
 from kling_tui.ui.app import make_app
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog
 from kling_tui.ui.pickers import PromptSearch, QuickPick
 from kling_tui.ui.summary import SummaryScreen
-from tests.tui_helpers import cell_text, wait_for
+from tests.tui_helpers import cell_text, sandbox_history, wait_for
 
 
 def app_for(sandbox, settings=None, **kwargs):
@@ -62,7 +61,7 @@ async def test_edit_loads_a_task_and_rerun_sends_it_again(sandbox):
         await wait_for(pilot, lambda: app.table.row_count == 2)
         again = app.table.selected_key
         assert again != key
-    first, second = HistoryStore().get(key), HistoryStore().get(again)
+    first, second = sandbox_history().get(key), sandbox_history().get(again)
     assert second.params["prompt"] == first.params["prompt"] and second.params["n"] == 2
     assert second.external_task_id != first.external_task_id
 
@@ -79,14 +78,14 @@ async def test_duplicate_on_another_model_takes_two_keys(sandbox):
         await wait_for(pilot, lambda: app.table.row_count == 2)
         new = app.table.selected_key
         assert new != key
-        assert HistoryStore().get(new).model == choice
+        assert sandbox_history().get(new).model == choice
         app.table.focus()
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, QuickPick))
         ratio = app.screen.options[0]
         await pilot.press("1")
         await wait_for(pilot, lambda: app.table.row_count == 3)
-        assert HistoryStore().get(app.table.selected_key).aspect_ratio == ratio
+        assert sandbox_history().get(app.table.selected_key).aspect_ratio == ratio
 
 
 async def test_prompt_history_like_a_shell_and_ctrl_r(sandbox):
@@ -122,11 +121,11 @@ async def test_star_note_and_starred_filter(sandbox):
         await wait_for(pilot, lambda: "★" in cell_text(app.table, starred, "prompt"))
         await pilot.press("n")
         await pilot.press(*"use for the poster", "enter")
-        await wait_for(pilot, lambda: HistoryStore().get(starred).note == "use for the poster")
+        await wait_for(pilot, lambda: sandbox_history().get(starred).note == "use for the poster")
         await pilot.press("F")
         await wait_for(pilot, lambda: app.table.row_count == 1)
         assert app.table.known(starred) and not app.table.known(plain)
-    assert HistoryStore().get(starred).starred is True
+    assert sandbox_history().get(starred).starred is True
 
 
 async def test_compare_two_tasks_marks_the_prompt_differences(sandbox):
@@ -162,7 +161,7 @@ async def test_variants_fan_out_as_one_group_after_confirming(sandbox):
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("y")
         await wait_for(pilot, lambda: app.table.row_count == 4)
-    rows = HistoryStore().recent(10)
+    rows = sandbox_history().recent(10)
     assert {r.group for r in rows} != {None} and len({r.group for r in rows}) == 1
     assert sorted((r.prompt, r.model) for r in rows) == [
         ("a kettle", "kling-v1"), ("a kettle", "kling-v2"), ("a teapot", "kling-v1"), ("a teapot", "kling-v2"),
@@ -184,7 +183,7 @@ async def test_queued_tasks_wait_for_slots_and_can_be_cancelled(sandbox):
         await pilot.press("X")
         await wait_for(pilot, lambda: "not created" in status(app, waiting))
         await wait_for(pilot, lambda: "succeed" in status(app, running))
-    assert HistoryStore().get(waiting).status_msg == "cancelled before it was sent"
+    assert sandbox_history().get(waiting).status_msg == "cancelled before it was sent"
     assert sandbox.state.counters()["tasks_created"] == 1
 
 
@@ -215,7 +214,7 @@ async def test_multi_image_mode_on_a_model_that_has_it(sandbox):
         app.query_one("#style", Input).value = "https://example.com/style.png"
         key = await submit(app, pilot, "the cat in the style")
         await wait_for(pilot, lambda: "succeed" in status(app, key))
-    record = HistoryStore().get(key)
+    record = sandbox_history().get(key)
     assert record.kind == "multi" and record.params["subject_images"] == ["https://example.com/cat.png"]
     assert sandbox.state.counters()["multi_create"] == 1
 

@@ -9,10 +9,12 @@ from textual.widgets import Input, TextArea
 
 from kling_tui.config import load_settings
 from kling_tui.sandbox import DEFAULT_API_KEY
+from kling_tui.locations import history_dir
+from kling_tui.models import GenerationRequest
 from kling_tui.store import HistoryStore, populate
 from kling_tui.ui.app import make_app
 from kling_tui.ui.dialogs import HelpScreen, SetupScreen
-from tests.tui_helpers import cell_text, wait_for
+from tests.tui_helpers import cell_text, sandbox_history, wait_for
 
 
 def app_for(sandbox, **kwargs):
@@ -52,7 +54,7 @@ async def test_failed_task_shows_its_reason_and_api_errors_their_code(sandbox):
         refused = await submit_prompt(app, pilot, "a calm sea")
         await wait_for(pilot, lambda: "not created" in cell_text(app.table, refused, "status"))
         assert "1102" in cell_text(app.table, refused, "status")
-    assert HistoryStore().get(refused).status == "not_created"
+    assert sandbox_history().get(refused).status == "not_created"
 
 
 async def test_markup_in_prompts_and_messages_is_shown_literally(sandbox):
@@ -68,7 +70,7 @@ async def test_markup_in_prompts_and_messages_is_shown_literally(sandbox):
 
 
 async def test_escape_sequences_from_history_never_reach_the_terminal(sandbox):
-    store = HistoryStore()
+    store = sandbox_history()
     record = store.new_record("generation", {"prompt": "calm \x1b]0;pwned\x07 \x1b[2J sea", "n": 1})
     store.update(record.local_id, status="failed", status_msg="[red]bad[/red] \x1b[31mreason", finished_at=record.created_at + 5)
     store.close()
@@ -83,7 +85,7 @@ async def test_escape_sequences_from_history_never_reach_the_terminal(sandbox):
 
 
 async def test_filter_and_status_cycle_narrow_the_table(sandbox):
-    store = HistoryStore()
+    store = sandbox_history()
     populate(store, 30, seed=3)
     store.close()
     app = app_for(sandbox)
@@ -121,12 +123,48 @@ async def test_running_task_is_tracked_again_after_restart(sandbox):
     app = app_for(sandbox, start_poller=False)
     async with app.run_test(size=(120, 36)) as pilot:
         key = await submit_prompt(app, pilot, "a slow glacier")
-        await wait_for(pilot, lambda: HistoryStore().get(key).task_id is not None)
-    assert HistoryStore().get(key).status in ("submitted", "processing")
+        await wait_for(pilot, lambda: sandbox_history().get(key).task_id is not None)
+    assert sandbox_history().get(key).status in ("submitted", "processing")
     again = app_for(sandbox)
     async with again.run_test(size=(120, 36)) as pilot:
         await wait_for(pilot, lambda: "succeed" in cell_text(again.table, key, "status"))
-        await wait_for(pilot, lambda: HistoryStore().get(key).image_paths == ["image-1.png"], what="the saved image")
+        await wait_for(pilot, lambda: sandbox_history().get(key).image_paths == ["image-1.png"], what="the saved image")
+
+
+async def test_a_sandbox_session_leaves_the_real_history_alone(sandbox):
+    # A task waiting for the real service must never be settled or sent by a sandbox session.
+    with HistoryStore(history_dir()) as real:
+        unconfirmed = real.new_record("generation", GenerationRequest(prompt="real, unconfirmed").params())
+        queued = real.new_record("generation", GenerationRequest(prompt="real, queued").params())
+        real.update(queued.local_id, status="queued", queue_position=1.0)
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        key = await submit_prompt(app, pilot, "a sandbox cat")
+        await wait_for(pilot, lambda: "succeed" in cell_text(app.table, key, "status"))
+        assert app.table.row_count == 1
+    with HistoryStore(history_dir()) as real:
+        assert real.get(unconfirmed.local_id).status == "pending"
+        assert real.get(queued.local_id).status == "queued"
+        assert real.get(key) is None and sandbox_history().get(key).status == "succeed"
+    assert sandbox.state.counters()["tasks_created"] == 1
+
+
+async def test_choosing_the_sandbox_at_setup_switches_to_its_history(sandbox):
+    with HistoryStore(history_dir()) as real:
+        populate(real, 2, seed=5)
+    app = make_app(load_settings(), image_protocol="halfcell", poll_interval=0.05)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen))
+        assert app.table.row_count == 2
+        await pilot.click("#mode-sandbox")
+        await pilot.click("#save")
+        await wait_for(pilot, lambda: app.workbench is not None, what="the sandbox")
+        assert app.table.row_count == 0
+        key = await submit_prompt(app, pilot, "a first sandbox light")
+        await wait_for(pilot, lambda: "succeed" in cell_text(app.table, key, "status"))
+        await app.workbench.aclose()
+    assert load_settings().sandbox is True
+    assert sandbox_history().get(key).prompt == "a first sandbox light"
 
 
 async def test_first_run_setup_saves_a_private_config_and_connects(sandbox):
@@ -148,10 +186,10 @@ async def test_first_run_setup_saves_a_private_config_and_connects(sandbox):
 
 
 async def test_damaged_history_file_is_set_aside_and_the_app_starts(sandbox):
-    store = HistoryStore()
+    store = sandbox_history()
     ids = populate(store, 3, seed=1)
     store.close()
-    (HistoryStore().task_dir(ids[0]) / "task.toml").write_text("this is [not toml", encoding="utf-8")
+    (sandbox_history().task_dir(ids[0]) / "task.toml").write_text("this is [not toml", encoding="utf-8")
     app = app_for(sandbox)
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_for(pilot, lambda: app.table.row_count == 3)
@@ -159,9 +197,9 @@ async def test_damaged_history_file_is_set_aside_and_the_app_starts(sandbox):
         await pilot.press("G")  # the oldest task: its file is damaged
         await wait_for(pilot, lambda: any("task.toml" in n.message for n in app._notifications))
         assert app.is_running
-    leftovers = sorted(p.name for p in HistoryStore().task_dir(ids[0]).iterdir())
+    leftovers = sorted(p.name for p in sandbox_history().task_dir(ids[0]).iterdir())
     assert any(name.startswith("task.toml.damaged-") for name in leftovers)
-    assert HistoryStore().get(ids[1]) is not None and HistoryStore().get(ids[2]) is not None
+    assert sandbox_history().get(ids[1]) is not None and sandbox_history().get(ids[2]) is not None
 
 
 async def test_keymap_from_config_rebinds_submit(sandbox):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from textual.widgets import Input, TextArea
 
 from kling_tui.config import load_settings
-from kling_tui.store import HistoryStore
 from kling_tui.ui.app import make_app
-from tests.tui_helpers import cell_text, wait_for
+from tests.tui_helpers import cell_text, sandbox_history, wait_for
 
 
 def app_for(sandbox, **kwargs):
@@ -44,7 +43,7 @@ async def test_prompt_to_preview_and_back_after_restart(sandbox):
         # The form keeps its contents, so the next variant is one edit away.
         assert app.query_one("#prompt", TextArea).text == "a red fox in the snow"
 
-    record = HistoryStore().get(key)
+    record = sandbox_history().get(key)
     assert record.status == "succeed" and len(record.image_paths) == 4
 
     again = app_for(sandbox)

@@ -8,6 +8,14 @@ from typing import Callable
 DEFAULT_TIMEOUT = 15.0
 
 
+def sandbox_history():
+    """The history an app on the sandbox reads and writes (kept apart from the real one)."""
+    from kling_tui.locations import history_dir
+    from kling_tui.store import HistoryStore
+
+    return HistoryStore(history_dir(sandbox=True))
+
+
 async def wait_for(pilot, condition: Callable[[], object], timeout: float = DEFAULT_TIMEOUT, what: str = "") -> None:
     """Let the app run until `condition()` holds; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from kling_tui.capabilities import Capabilities
 from kling_tui.draft import load_draft, save_draft
 from kling_tui.errors import InvalidRequest
+from kling_tui.locations import history_dir
 from kling_tui.store import HistoryStore, TaskRecord
 from kling_tui.textsafe import plain
 from kling_tui.ui.compare import CompareScreen
@@ -101,7 +102,7 @@ class KlingApp(App[None]):
         self.poll_interval = poll_interval if poll_interval is not None else float(getattr(settings, "poll_interval", 1.0) or 1.0)
         self.start_poller = start_poller
         self.caps: Capabilities = settings.capabilities()
-        self.store = store or HistoryStore()
+        self.store = store or HistoryStore(history_dir(sandbox=sandbox is not None))
         self.workbench = None  # set by connect()
         self._client = None
         self.status_filter = 0
@@ -239,6 +240,7 @@ class KlingApp(App[None]):
 
         if choice.mode == "sandbox":
             self.settings.sandbox = True
+            self._use_store(HistoryStore(history_dir(sandbox=True)))
             self._start_sandbox()
         else:
             if choice.mode == "aksk":
@@ -254,6 +256,15 @@ class KlingApp(App[None]):
             self.notify(f"Could not save the config: {exc}", severity="error", markup=False)
         if choice.mode != "sandbox":
             self.connect()
+
+    def _use_store(self, store: HistoryStore) -> None:
+        """Switch histories before connecting (the sandbox keeps its own)."""
+        self.store.close()
+        self.store = store
+        self._warned = 0
+        self._flush_store_warnings()
+        self.reload_table()
+        self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
 
     @work(thread=True, group="sandbox")
     def _start_sandbox(self) -> None:
