@@ -84,7 +84,7 @@ class Tracker:
         try:
             pages = {kind: await self.client.list(page=1, page_size=self.page_size, kind=kind) for kind in kinds}
         except Exception:
-            self._adapt(changed=False, failed=True)
+            self._adapt(failed=True)
             raise
         for kind, page in pages.items():
             seen: dict[str, Task] = {}
@@ -103,7 +103,7 @@ class Tracker:
                 change = self._update(key, entry, task)
                 if change is not None:
                     changes.append(change)
-        self._adapt(changed=bool(changes), failed=bool(self.errors))
+        self._adapt(failed=bool(self.errors))
         return changes
 
     async def _fetch(self, key: str, kind: str) -> Task | None:
@@ -128,7 +128,7 @@ class Tracker:
             return None
         return StatusChange(task=task, kind=entry.kind, previous_status=previous)
 
-    def _adapt(self, *, changed: bool, failed: bool) -> None:
+    def _adapt(self, *, failed: bool) -> None:
         # Back off while the service fails (e.g. 1302 rate limits), brisk again once it answers.
         # A quiet cycle does not slow polling down: it costs one request whatever the number of
         # tasks, and a result should show within one interval of the service finishing it.
