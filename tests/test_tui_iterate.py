@@ -197,7 +197,7 @@ async def test_units_summary_per_model(sandbox):
         await wait_for(pilot, lambda: isinstance(app.screen, SummaryScreen))
         text = " ".join(rendered(w) for w in app.screen.query("Static"))
         assert "kling-v1" in text and " 4 " in text
-        await wait_for(pilot, lambda: app.packs is not None)
+        assert "996 of 1000 left" in text  # fetched when the summary opens, with the 4 units spent
         await pilot.press("escape")
         await wait_for(pilot, lambda: "units left" in app.sub_title)
 

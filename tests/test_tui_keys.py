@@ -45,15 +45,19 @@ async def test_help_lists_every_app_key(sandbox):
 
 async def test_failed_task_shows_its_reason_and_api_errors_their_code(sandbox):
     app = app_for(sandbox)
-    async with app.run_test(size=(160, 36)) as pilot:
+    async with app.run_test(size=(120, 36)) as pilot:
         failed = await submit_prompt(app, pilot, "a storm #fail")
         await wait_for(pilot, lambda: "failed" in cell_text(app.table, failed, "status"))
-        assert "Failure requested by the prompt" in cell_text(app.table, failed, "status")
+        assert "Failure requested by the prompt" in cell_text(app.table, failed, "prompt")
+        await pilot.pause()
+        # However long the reason, every column but the prompt stays in view at 120 columns.
+        widths = [column.get_render_width(app.table) for column in app.table.ordered_columns]
+        assert sum(widths[:-1]) + 10 <= app.table.scrollable_content_region.width
 
         sandbox.state.faults.add(endpoint="create", kind="error", code=1102, times=1)
         refused = await submit_prompt(app, pilot, "a calm sea")
         await wait_for(pilot, lambda: "not created" in cell_text(app.table, refused, "status"))
-        assert "1102" in cell_text(app.table, refused, "status")
+        assert "1102" in cell_text(app.table, refused, "prompt")
     assert sandbox_history().get(refused).status == "not_created"
 
 
@@ -81,7 +85,7 @@ async def test_escape_sequences_from_history_never_reach_the_terminal(sandbox):
         await pilot.pause()
         screen = app.export_screenshot()
         assert "\x1b" not in screen and "\x07" not in screen
-        assert "[red]bad[/red]" in cell_text(app.table, record.local_id, "status")
+        assert "[red]bad[/red]" in cell_text(app.table, record.local_id, "prompt")
 
 
 async def test_filter_and_status_cycle_narrow_the_table(sandbox):

@@ -662,6 +662,8 @@ class KlingApp(App[None]):
         import asyncio
 
         totals = await asyncio.to_thread(self.store.unit_totals)
+        # Asked for by the user: fetch what is left now (the header's own refresh is once a minute).
+        await self.refresh_costs().wait()
         self.push_screen(SummaryScreen(totals, self.packs))
 
     @work(group="costs", exclusive=True)

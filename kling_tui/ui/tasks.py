@@ -70,18 +70,26 @@ def status_cell(row: TaskRow | TaskRecord, now: float) -> Text:
     text = Text(f"{STATUS_ICONS.get(status, '?')} {label}", style=STATUS_STYLES.get(status, ""))
     if status in ("submitted", "processing", "succeed", "failed"):
         text.append(f" {_elapsed(end - start)}", style="dim")
-    if status in ("failed", "not_created", "error") or (status == "pending" and row.status_msg):
-        if row.status_msg:
-            msg = plain(" ".join(row.status_msg.split()))
-            if len(msg) > STATUS_MSG_WIDTH:
-                msg = msg[: STATUS_MSG_WIDTH - 1] + "…"
-            text.append(f" {msg}", style="")
     return text
 
 
+def _reason(row: TaskRow | TaskRecord) -> str:
+    """Why a task failed or was not created (or why it is still unconfirmed), on one line."""
+    if not row.status_msg or row.status not in ("failed", "not_created", "error", "pending"):
+        return ""
+    msg = plain(" ".join(row.status_msg.split()))
+    return msg if len(msg) <= STATUS_MSG_WIDTH else msg[: STATUS_MSG_WIDTH - 1] + "…"
+
+
 def prompt_cell(row: TaskRow | TaskRecord) -> Text:
+    """The prompt, after the reason a task failed: the last column, so the status column stays
+    narrow and the others stay in view however long the reason."""
     flat = plain(" ".join((row.prompt or "").split()))
     text = Text(no_wrap=True)
+    reason = _reason(row)
+    if reason:
+        text.append(reason, style=STATUS_STYLES.get(row.status, ""))
+        text.append(" · ", style="dim")
     if row.starred:
         text.append("★ ", style="bold yellow")
     if row.group:
