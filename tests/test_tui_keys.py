@@ -234,3 +234,23 @@ async def test_a_config_readable_by_others_is_warned_about(sandbox):
         messages = [n.message for n in app._notifications]
         assert any("readable" in m for m in messages)
         assert not any("not-a-real-key" in m for m in messages)
+
+
+async def test_the_pane_holding_the_focus_is_marked(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        panes = {name: app.query_one(f"#{name}-pane") for name in ("form", "tasks", "preview")}
+
+        def active() -> list[str]:
+            return [name for name, pane in panes.items() if pane.has_class("-active")]
+
+        assert app.focused is app.query_one("#prompt") and active() == ["form"]
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: active() == ["tasks"])
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: active() == ["preview"])
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: active() == ["form"] and app.focused is app.query_one("#prompt"))
+        await pilot.press("tab")  # moving inside the form keeps it marked
+        await wait_for(pilot, lambda: app.focused is not app.query_one("#prompt"))
+        assert active() == ["form"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -32,6 +32,7 @@ from kling_tui.ui.preview import PreviewPane
 from kling_tui.ui.tasks import ACTIVE, TaskTable
 
 PAGE_SIZE = 200
+PANES = ("form-pane", "tasks-pane", "preview-pane")  # the panes f2/f3/f4 focus
 # Rows loaded before the first frame (a tall terminal's worth); the rest of the page follows it.
 FIRST_PAINT_ROWS = 60
 STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
@@ -40,6 +41,12 @@ STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("succeed", ("succeed",)),
     ("failed", ("failed", "not_created", "error")),
 )
+
+
+class MainScreen(Screen):
+    # on_mount focuses the prompt itself: auto-focus comes before the first layout and would
+    # scroll the form. ("" turns it off; None would mean the app's default.)
+    AUTO_FOCUS = ""
 
 
 class KlingApp(App[None]):
@@ -121,9 +128,13 @@ class KlingApp(App[None]):
             self.set_keymap(dict(keymap))
 
     # -- layout ------------------------------------------------------------------------
+    def get_default_screen(self) -> Screen:
+        return MainScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
-        yield GenerationForm(self.caps, draft=self._draft, id="form-pane")
+        # The prompt, its first focusable widget, has the focus from the start: the pane starts active.
+        yield GenerationForm(self.caps, draft=self._draft, id="form-pane", classes="-active")
         with Vertical(id="right"):
             with Vertical(id="tasks-pane"):
                 with Horizontal(id="filter-bar"):
@@ -380,6 +391,16 @@ class KlingApp(App[None]):
         if record.status in ("failed", "not_created", "error"):
             note = f"{record.status.replace('_', ' ')}: {record.status_msg}"
         self.preview.show_task(record.local_id, paths, list(record.image_urls), record.status, note)
+
+    @on(events.DescendantFocus)
+    def _mark_active_pane(self, event: events.DescendantFocus) -> None:
+        # A class on the pane that holds the focus, instead of :focus-within, which restyles a
+        # whole pane (the form: ~90 widgets) on every move of the focus inside it.
+        owner = next((w.id for w in event.widget.ancestors_with_self if w.id in PANES), None)
+        if owner is None:
+            return
+        for pane_id in PANES:
+            self.screen_stack[0].query_one(f"#{pane_id}").set_class(pane_id == owner, "-active")
 
     @on(DataTable.RowHighlighted, "#tasks")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -119,8 +119,12 @@ class PromptArea(TextArea):
         self.post_message(self.SearchRequested())
 
 
-class GenerationForm(VerticalScroll):
-    """Collects a request; validates it inline with the core's rules."""
+class GenerationForm(VerticalScroll, can_focus=False):
+    """Collects a request; validates it inline with the core's rules.
+
+    Not focusable itself: its fields are, and focusing one scrolls it into view. So the prompt
+    is the screen's first focusable widget and gets the focus on start, with no detour.
+    """
 
     class SubmitRequested(Message):
         """The user asked to submit the form's request."""
@@ -137,6 +141,13 @@ class GenerationForm(VerticalScroll):
         self._validate_timer: Timer | None = None
         self.problems: list[Problem] = []
         self._ready = False
+        default = caps.models[caps.default_model]
+        # The options each Select shows now (see _set_options); composed with the default model's.
+        self._options: dict[str, tuple[str, ...]] = {
+            "aspect": tuple(default.aspect_ratios),
+            "resolution": tuple(default.resolutions),
+            "reference": (NO_REFERENCE, "subject", "face"),
+        }
 
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -165,21 +176,26 @@ class GenerationForm(VerticalScroll):
         with Horizontal(classes="row"):
             with Vertical(classes="third"):
                 yield Label("Ratio", classes="field-label")
-                yield Select([("16:9", "16:9")], value="16:9", allow_blank=False, id="aspect", compact=True)
+                ratios = self._options["aspect"]
+                yield Select([(r, r) for r in ratios], value="16:9" if "16:9" in ratios else ratios[0], allow_blank=False, id="aspect", compact=True)
             with Vertical(classes="third", id="resolution-box"):
                 yield Label("Resolution", classes="field-label")
-                yield Select([("1k", "1k")], value="1k", allow_blank=False, id="resolution", compact=True)
+                resolutions = self._options["resolution"]
+                yield Select([(r, r) for r in resolutions], value=resolutions[0], allow_blank=False, id="resolution", compact=True)
             with Vertical(classes="third"):
                 yield Label("n (1-9)", classes="field-label")
                 yield Input(value="1", id="n", type="integer", max_length=2, compact=True)
         yield Label("Reference image", classes="field-label", id="image-label")
         yield Input(placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester(), compact=True)
         yield Static("", id="image-hint", classes="hint")
-        with Horizontal(classes="row", id="fidelity-row"):
-            with Vertical(classes="third", id="reference-box"):
+        # Composed as the default model shows them (no image, single-image mode), so that
+        # refresh_capabilities() changes no classes at start: each change restyles a subtree.
+        default = self.caps.models[self.caps.default_model]
+        with Horizontal(classes="row hidden", id="fidelity-row"):
+            with Vertical(classes="third" if default.reference_types else "third hidden", id="reference-box"):
                 yield Label("Reference", classes="field-label")
                 yield Select(
-                    [("none", NO_REFERENCE), ("subject", "subject"), ("face", "face")],
+                    [(o, o) for o in self._options["reference"]],
                     value=NO_REFERENCE,
                     allow_blank=False,
                     id="reference",
@@ -188,16 +204,16 @@ class GenerationForm(VerticalScroll):
             with Vertical(classes="third"):
                 yield Label("Image fidelity", classes="field-label")
                 yield Input(placeholder="0.5", id="image-fidelity", type="number", compact=True)
-            with Vertical(classes="third", id="human-fidelity-box"):
+            with Vertical(classes="third hidden", id="human-fidelity-box"):
                 yield Label("Human fidelity", classes="field-label")
                 yield Input(placeholder="0.45", id="human-fidelity", type="number", compact=True)
         for i, field_id in enumerate(SUBJECT_FIELDS, start=1):
-            yield Label(f"Subject image {i}" + ("" if i == 1 else " (optional)"), classes="field-label multi-only")
-            yield Input(placeholder="path or https:// URL", id=field_id, classes="multi-only", suggester=PathSuggester(), compact=True)
-        yield Label("Scene image (optional)", classes="field-label multi-only")
-        yield Input(placeholder="path or https:// URL", id="scene", classes="multi-only", suggester=PathSuggester(), compact=True)
-        yield Label("Style image (optional)", classes="field-label multi-only")
-        yield Input(placeholder="path or https:// URL", id="style", classes="multi-only", suggester=PathSuggester(), compact=True)
+            yield Label(f"Subject image {i}" + ("" if i == 1 else " (optional)"), classes="field-label multi-only hidden")
+            yield Input(placeholder="path or https:// URL", id=field_id, classes="multi-only hidden", suggester=PathSuggester(), compact=True)
+        yield Label("Scene image (optional)", classes="field-label multi-only hidden")
+        yield Input(placeholder="path or https:// URL", id="scene", classes="multi-only hidden", suggester=PathSuggester(), compact=True)
+        yield Label("Style image (optional)", classes="field-label multi-only hidden")
+        yield Input(placeholder="path or https:// URL", id="style", classes="multi-only hidden", suggester=PathSuggester(), compact=True)
         yield Label("External task id (optional)", classes="field-label")
         yield Input(placeholder="a fresh id is made when empty", id="external-id", compact=True)
         yield Label("Callback URL (optional)", classes="field-label")
@@ -360,8 +376,13 @@ class GenerationForm(VerticalScroll):
     def _set_options(self, widget_id: str, options: tuple[str, ...], preferred: str | None = None) -> None:
         select = self.query_one(f"#{widget_id}", Select)
         current = preferred or str(select.value)
-        select.set_options([(o, o) for o in options])
-        select.value = current if current in options else options[0]
+        # Rebuilding a Select's options restyles its overlay: only when the model changed them.
+        if self._options.get(widget_id) != options:
+            self._options[widget_id] = options
+            select.set_options([(o, o) for o in options])
+        value = current if current in options else options[0]
+        if select.value != value:
+            select.value = value
 
     def _hint(self, widget_id: str, text: str) -> None:
         hint = self.query_one(f"#{widget_id}", Static)
