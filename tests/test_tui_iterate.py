@@ -190,14 +190,22 @@ async def test_queued_tasks_wait_for_slots_and_can_be_cancelled(sandbox):
 async def test_units_summary_per_model(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: "1000 units left" in app.sub_title)
         key = await submit(app, pilot, "four tiles", n="4")
         await wait_for(pilot, lambda: "succeed" in status(app, key))
+        # Counted off at once, without asking the server again (it allows one call a minute).
+        await wait_for(pilot, lambda: "996 units left" in app.sub_title)
+        assert sandbox.state.counters()["costs"] == 1
         app.table.focus()
         await pilot.press("u")
         await wait_for(pilot, lambda: isinstance(app.screen, SummaryScreen))
-        text = " ".join(rendered(w) for w in app.screen.query("Static"))
-        assert "kling-v1" in text and " 4 " in text
-        assert "996 of 1000 left" in text  # fetched when the summary opens, with the 4 units spent
+
+        def text() -> str:
+            return " ".join(rendered(w) for w in app.screen.query("Static"))
+
+        await wait_for(pilot, lambda: "kling-v1" in text(), what="the summary's tables")
+        assert " 4 " in text()
+        assert "996 of 1000 left" in text()  # fetched when the summary opens, with the 4 units spent
         await pilot.press("escape")
         await wait_for(pilot, lambda: "units left" in app.sub_title)
 

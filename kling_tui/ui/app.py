@@ -116,6 +116,9 @@ class KlingApp(App[None]):
         self.starred_only = False
         self._compare_mark: str | None = None
         self.packs = None  # resource packs from /account/costs, refreshed at most once a minute
+        self._packs_at: float | None = None  # when they were fetched
+        # Units of tasks finished since then, by local id: the header counts them off at once.
+        self._spent_since_packs: dict[str, float] = {}
         self._total = 0
         self.text_filter = ""
         self._draft_timer = None
@@ -313,6 +316,7 @@ class KlingApp(App[None]):
         units = ""
         if self.packs:
             left = sum(p.remaining for p in self.packs if p.status == "online")
+            left = max(0.0, left - sum(self._spent_since_packs.values()))
             units = f" · {left:g} units left"
         self.sub_title = f"{self.endpoint_label} · {slots}{queued}{units}"
 
@@ -352,6 +356,7 @@ class KlingApp(App[None]):
     def _record_changed(self, message: RecordChanged) -> None:
         record = message.record
         previous = self.table.row_data(record.local_id)
+        self._count_spent(record)
         if record.status == "not_created" and (previous is None or previous.status != "not_created"):
             self.notify(plain(record.status_msg), title="Not created", severity="error", markup=False)
         if not self.table.known(record.local_id) and self._matches_filter(record):
@@ -363,6 +368,14 @@ class KlingApp(App[None]):
         self.update_header()
         if self.table.selected_key == record.local_id:
             self.show_selected(record)
+
+    def _count_spent(self, record: TaskRecord) -> None:
+        if self._packs_at is None or not record.finished_at or record.finished_at < self._packs_at:
+            return
+        try:
+            self._spent_since_packs[record.local_id] = float(record.units or 0)
+        except ValueError:  # a unit count the server wrote oddly: leave it to the next fetch
+            pass
 
     @on(BackgroundError)
     def _background_error(self, message: BackgroundError) -> None:
@@ -693,7 +706,10 @@ class KlingApp(App[None]):
         if self._client is None:
             return
         try:
+            fetched_at = time.time()
             self.packs = await self._client.account_costs()
+            self._packs_at = fetched_at
+            self._spent_since_packs.clear()
         except Exception as exc:  # the header simply shows nothing
             self.log.warning(f"account costs: {exc}")
             return
