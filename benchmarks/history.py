@@ -32,8 +32,9 @@ def home_env(home: Path) -> Iterator[None]:
 
 def history_home(count: int, log=print) -> Path:
     """A KLING_TUI_HOME whose history holds `count` finished tasks (made on first use)."""
-    from kling_tui.store import SCHEMA_VERSION, HistoryStore, populate
-    from kling_tui.store_index import INDEX_VERSION
+    from benchmarks.fixtures import populate
+    from kling_tui.history.store import SCHEMA_VERSION, HistoryStore
+    from kling_tui.history.index import INDEX_VERSION
 
     home = CACHE / f"history-{count}-s{SEED}-r{SCHEMA_VERSION}-i{INDEX_VERSION}-l{LAYOUT}"
     ready = home / "READY"

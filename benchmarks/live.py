@@ -70,7 +70,7 @@ async def wait_until(condition, timeout: float, what: str) -> None:
 
 
 async def _notice(base_url: str, count: int, poll_interval: float, log) -> list[float]:
-    from kling_tui.models import GenerationRequest
+    from kling_tui.api.types import GenerationRequest
 
     rng = random.Random(3)
     app = build_app(poll_interval)
@@ -135,7 +135,7 @@ PREVIEW_TASKS = 8
 def preview_home() -> tuple[Path, list[str]]:
     """A history of tasks that each saved one 2k (2048x2048) result image; made once."""
     from kling_tui.sandbox.render import output_size, render_png
-    from kling_tui.store import HistoryStore
+    from kling_tui.history.store import HistoryStore
 
     from benchmarks.history import home_env
 
@@ -212,7 +212,7 @@ def preview(log=print) -> list[Row]:
 async def _keys(presses: int, in_flight: int, poll_interval: float) -> list[float]:
     from textual import events
 
-    from kling_tui.models import GenerationRequest
+    from kling_tui.api.types import GenerationRequest
 
     app = build_app(poll_interval)
     probe = FrameProbe(app)

@@ -17,7 +17,7 @@ def _reads(base_url: str) -> int:
 
 
 async def _create(client, count: int) -> list[str]:
-    from kling_tui.models import GenerationRequest
+    from kling_tui.api.types import GenerationRequest
 
     gate = asyncio.Semaphore(16)
 
@@ -30,9 +30,9 @@ async def _create(client, count: int) -> list[str]:
 
 
 async def _measure(base_url: str, sizes: list[int], log) -> list[Row]:
-    from kling_tui.auth import ApiKeyAuth
-    from kling_tui.client import KlingClient
-    from kling_tui.tracker import Tracker
+    from kling_tui.api.auth import ApiKeyAuth
+    from kling_tui.api.client import KlingClient
+    from kling_tui.work.tracker import Tracker
 
     rows = []
     async with KlingClient(base_url, ApiKeyAuth(API_KEY)) as client:

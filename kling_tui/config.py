@@ -36,9 +36,9 @@ from typing import Any, Mapping
 
 import tomli_w
 
-from kling_tui import locations
-from kling_tui.atomic import move_aside, write_atomic
-from kling_tui.capabilities import Capabilities, ModelCaps, default_capabilities, load_capabilities
+from kling_tui.base import locations
+from kling_tui.base.atomic import move_aside, write_atomic
+from kling_tui.api.capabilities import Capabilities, ModelCaps, default_capabilities, load_capabilities
 
 REGIONS = {
     "singapore": "https://api-singapore.klingai.com",

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from kling_tui.auth import JwtAuth
-from kling_tui.capabilities import default_capabilities
-from kling_tui.client import KlingClient
-from kling_tui.models import GenerationRequest
+from kling_tui.api.auth import JwtAuth
+from kling_tui.api.capabilities import default_capabilities
+from kling_tui.api.client import KlingClient
+from kling_tui.api.types import GenerationRequest
 from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
-from kling_tui.store import HistoryStore
-from kling_tui.tracker import Tracker
-from kling_tui.workbench import Workbench
+from kling_tui.history.store import HistoryStore
+from kling_tui.work.tracker import Tracker
+from kling_tui.work.workbench import Workbench
 
 IN_FLIGHT = 3
 MAX_BATCHES = 10_000  # bounded: the test kills us long before

@@ -7,10 +7,10 @@ import time
 import jwt
 import pytest
 
-from kling_tui.auth import ApiKeyAuth, Credentials, JwtAuth, MissingCredentials, auth_from
-from kling_tui.client import KlingClient
-from kling_tui.errors import KlingError
-from kling_tui.models import GenerationRequest
+from kling_tui.api.auth import ApiKeyAuth, Credentials, JwtAuth, MissingCredentials, auth_from
+from kling_tui.api.client import KlingClient
+from kling_tui.api.errors import KlingError
+from kling_tui.api.types import GenerationRequest
 from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_API_KEY, DEFAULT_SECRET_KEY
 
 SECRET = "a-secret-key-that-is-long-enough-for-hs256"

@@ -12,7 +12,7 @@ import time
 
 from cli_helpers import kling
 
-from kling_tui.store import HistoryStore
+from kling_tui.history.store import HistoryStore
 
 RECORD_KEYS = {
     "local_id", "kind", "status", "status_msg", "task_id", "external_task_id", "model", "prompt", "n", "params",
@@ -138,10 +138,10 @@ def test_server_and_user_text_is_printed_as_data(sandbox):
 def test_help_and_the_headless_module_stay_light():
     code = (
         "import json, sys\n"
-        "from kling_tui.cli import build_parser\n"
+        "from kling_tui.cli.main import build_parser\n"
         "build_parser().format_help()\n"
-        "heavy = [m for m in ('httpx', 'textual', 'PIL', 'uvicorn', 'kling_tui.headless') if m in sys.modules]\n"
-        "import kling_tui.headless\n"
+        "heavy = [m for m in ('httpx', 'textual', 'PIL', 'uvicorn', 'kling_tui.cli.headless') if m in sys.modules]\n"
+        "import kling_tui.cli.headless\n"
         "print(json.dumps([heavy, 'textual' in sys.modules]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,9 +10,9 @@ import sys
 
 from cli_helpers import kling
 
-from kling_tui.locations import history_dir
+from kling_tui.base.locations import history_dir
 from kling_tui.sandbox import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
-from kling_tui.store import HistoryStore
+from kling_tui.history.store import HistoryStore
 
 
 def history(sandbox: bool = False) -> list:

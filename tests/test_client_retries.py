@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kling_tui.auth import JwtAuth
-from kling_tui.client import KlingClient
-from kling_tui.errors import KlingError, NetworkError
-from kling_tui.models import GenerationRequest
+from kling_tui.api.auth import JwtAuth
+from kling_tui.api.client import KlingClient
+from kling_tui.api.errors import KlingError, NetworkError
+from kling_tui.api.types import GenerationRequest
 from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 
 

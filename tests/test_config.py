@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from kling_tui import locations
+from kling_tui.base import locations
 from kling_tui.config import REGIONS, Settings, config_permission_warning, load_settings, save_settings
 
 SECRET = "sk-VERY-SECRET-value"

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from kling_tui.auth import JwtAuth
-from kling_tui.client import KlingClient
-from kling_tui.download import DownloadError, download_image, safe_filename
-from kling_tui.models import GenerationRequest
+from kling_tui.api.auth import JwtAuth
+from kling_tui.api.client import KlingClient
+from kling_tui.api.download import DownloadError, download_image, safe_filename
+from kling_tui.api.types import GenerationRequest
 from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 
 

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from kling_tui.auth import ApiKeyAuth
-from kling_tui.capabilities import default_capabilities
-from kling_tui.client import KlingClient
-from kling_tui.models import GenerationRequest
+from kling_tui.api.auth import ApiKeyAuth
+from kling_tui.api.capabilities import default_capabilities
+from kling_tui.api.client import KlingClient
+from kling_tui.api.types import GenerationRequest
 from kling_tui.sandbox import DEFAULT_API_KEY
-from kling_tui.scheduler import SlotBudget
-from kling_tui.store import HistoryStore
-from kling_tui.tracker import Tracker
-from kling_tui.workbench import Workbench
+from kling_tui.work.budget import SlotBudget
+from kling_tui.history.store import HistoryStore
+from kling_tui.work.tracker import Tracker
+from kling_tui.work.workbench import Workbench
 
 
 async def wait_until(condition, timeout: float = 15.0) -> None:

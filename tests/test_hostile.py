@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kling_tui.auth import ApiKeyAuth
-from kling_tui.client import KlingClient
-from kling_tui.download import MAX_NAME_CHARS, DownloadError, download_image, safe_filename
-from kling_tui.errors import KlingError
-from kling_tui.models import Task
-from kling_tui.store import HistoryStore
+from kling_tui.api.auth import ApiKeyAuth
+from kling_tui.api.client import KlingClient
+from kling_tui.api.download import MAX_NAME_CHARS, DownloadError, download_image, safe_filename
+from kling_tui.api.errors import KlingError
+from kling_tui.api.types import Task
+from kling_tui.history.store import HistoryStore
 
 LIMIT = 256 * 1024  # max_bytes for these downloads
 

@@ -24,15 +24,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kling_tui import locations
-from kling_tui.auth import JwtAuth
-from kling_tui.capabilities import default_capabilities
-from kling_tui.client import KlingClient
+from kling_tui.base import locations
+from kling_tui.api.auth import JwtAuth
+from kling_tui.api.capabilities import default_capabilities
+from kling_tui.api.client import KlingClient
 from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
-from kling_tui.store import RECORD_FILE, HistoryStore, record_from_toml
-from kling_tui.store_index import ACTIVE_STATUSES
-from kling_tui.tracker import Tracker
-from kling_tui.workbench import Workbench
+from kling_tui.history.store import RECORD_FILE, HistoryStore, record_from_toml
+from kling_tui.history.index import ACTIVE_STATUSES
+from kling_tui.work.tracker import Tracker
+from kling_tui.work.workbench import Workbench
 
 CHILD = Path(__file__).with_name("kill_child.py")
 ROUNDS = 25

@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kling_tui.auth import JwtAuth
-from kling_tui.capabilities import default_capabilities
-from kling_tui.client import KlingClient
-from kling_tui.errors import InvalidRequest, http_status_for
-from kling_tui.models import GenerationRequest, MultiImageRequest
+from kling_tui.api.auth import JwtAuth
+from kling_tui.api.capabilities import default_capabilities
+from kling_tui.api.client import KlingClient
+from kling_tui.api.errors import InvalidRequest, http_status_for
+from kling_tui.api.types import GenerationRequest, MultiImageRequest
 from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox, SandboxConfig
-from kling_tui.validation import validate_generation, validate_multi_image
+from kling_tui.api.validation import validate_generation, validate_multi_image
 
 CAPS = default_capabilities()
 MODELS = sorted(CAPS.names)

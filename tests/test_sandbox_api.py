@@ -262,7 +262,7 @@ def test_unknown_paths_and_methods_answer_in_kling_form(http):
 
 
 def test_a_capability_override_reaches_the_sandbox():
-    from kling_tui.capabilities import load_capabilities
+    from kling_tui.api.capabilities import load_capabilities
 
     caps = load_capabilities({"models": {"kling-v1": {"discontinued": True}}})
     with Sandbox(SandboxConfig(capabilities=caps)) as sb, client_for(sb) as http:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from kling_tui.sandbox import DEFAULT_API_KEY, Sandbox, SandboxConfig
-from kling_tui.webhooks import generate_secret, verify
+from kling_tui.api.webhooks import generate_secret, verify
 
 GEN = "/v1/images/generations"
 

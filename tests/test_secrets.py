@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from kling_tui import locations
-from kling_tui.auth import ApiKeyAuth, Credentials, JwtAuth, auth_from
-from kling_tui.capabilities import default_capabilities
-from kling_tui.client import KlingClient
+from kling_tui.base import locations
+from kling_tui.api.auth import ApiKeyAuth, Credentials, JwtAuth, auth_from
+from kling_tui.api.capabilities import default_capabilities
+from kling_tui.api.client import KlingClient
 from kling_tui.config import Settings, config_permission_warning, load_settings, save_settings
-from kling_tui.errors import InvalidRequest, KlingError, NetworkError
-from kling_tui.models import GenerationRequest
+from kling_tui.api.errors import InvalidRequest, KlingError, NetworkError
+from kling_tui.api.types import GenerationRequest
 from kling_tui.sandbox import Sandbox, SandboxConfig
-from kling_tui.store import HistoryStore
-from kling_tui.store_index import ACTIVE_STATUSES
-from kling_tui.tracker import Tracker
-from kling_tui.workbench import Workbench
+from kling_tui.history.store import HistoryStore
+from kling_tui.history.index import ACTIVE_STATUSES
+from kling_tui.work.tracker import Tracker
+from kling_tui.work.workbench import Workbench
 
 ACCESS_KEY = "AKtest-access-id-0001"
 SECRET_KEY = "SKtest-Zq8v-secret-value-that-must-stay-hidden"

@@ -13,16 +13,16 @@ from collections import Counter
 
 import pytest
 
-from kling_tui.auth import JwtAuth
-from kling_tui.capabilities import default_capabilities
-from kling_tui.client import KlingClient
-from kling_tui.models import GenerationRequest
+from kling_tui.api.auth import JwtAuth
+from kling_tui.api.capabilities import default_capabilities
+from kling_tui.api.client import KlingClient
+from kling_tui.api.types import GenerationRequest
 from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox, SandboxConfig
-from kling_tui.scheduler import SlotBudget
-from kling_tui.store import HistoryStore
-from kling_tui.store_index import ACTIVE_STATUSES
-from kling_tui.tracker import Tracker
-from kling_tui.workbench import Workbench
+from kling_tui.work.budget import SlotBudget
+from kling_tui.history.store import HistoryStore
+from kling_tui.history.index import ACTIVE_STATUSES
+from kling_tui.work.tracker import Tracker
+from kling_tui.work.workbench import Workbench
 
 TASKS = 300
 FAULT_SHARE = 0.20  # of the requests to each endpoint below

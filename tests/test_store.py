@@ -8,9 +8,10 @@ import tomllib
 
 import pytest
 
-from kling_tui import locations
-from kling_tui.models import GenerationRequest, MultiImageRequest
-from kling_tui.store import HistoryStore, TaskRecord, TaskRow, populate
+from kling_tui.base import locations
+from kling_tui.api.types import GenerationRequest, MultiImageRequest
+from benchmarks.fixtures import populate
+from kling_tui.history.store import HistoryStore, TaskRecord, TaskRow
 
 
 @pytest.fixture

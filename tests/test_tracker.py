@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from kling_tui.auth import JwtAuth
-from kling_tui.client import KlingClient
-from kling_tui.errors import KlingError
-from kling_tui.models import GenerationRequest, MultiImageRequest
+from kling_tui.api.auth import JwtAuth
+from kling_tui.api.client import KlingClient
+from kling_tui.api.errors import KlingError
+from kling_tui.api.types import GenerationRequest, MultiImageRequest
 from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, SandboxConfig
-from kling_tui.tracker import StatusChange, Tracker
+from kling_tui.work.tracker import StatusChange, Tracker
 
 SUBMITTED_S, PROCESSING_S = 10.0, 10.0
 

@@ -228,7 +228,7 @@ async def test_multi_image_mode_on_a_model_that_has_it(sandbox):
 
 
 async def test_a_damaged_config_is_set_aside_and_the_app_starts(sandbox):
-    from kling_tui.locations import config_file
+    from kling_tui.base.locations import config_file
 
     config_file().write_text("[auth\\napi_key = ", encoding="utf-8")
     app = app_for(sandbox)

@@ -9,9 +9,10 @@ from textual.widgets import Input, TextArea
 
 from kling_tui.config import load_settings
 from kling_tui.sandbox import DEFAULT_API_KEY
-from kling_tui.locations import history_dir
-from kling_tui.models import GenerationRequest
-from kling_tui.store import HistoryStore, populate
+from kling_tui.base.locations import history_dir
+from kling_tui.api.types import GenerationRequest
+from benchmarks.fixtures import populate
+from kling_tui.history.store import HistoryStore
 from kling_tui.ui.app import make_app
 from kling_tui.ui.dialogs import HelpScreen, SetupScreen
 from tests.tui_helpers import cell_text, sandbox_history, wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kling_tui.webhooks import generate_secret, sign, signed_headers, verify
+from kling_tui.api.webhooks import generate_secret, sign, signed_headers, verify
 
 # The published test vector of kling-protocol.md.
 SECRET = "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXR0ZXN0c2VjcmV0MTI="

@@ -10,8 +10,8 @@ DEFAULT_TIMEOUT = 15.0
 
 def sandbox_history():
     """The history an app on the sandbox reads and writes (kept apart from the real one)."""
-    from kling_tui.locations import history_dir
-    from kling_tui.store import HistoryStore
+    from kling_tui.base.locations import history_dir
+    from kling_tui.history.store import HistoryStore
 
     return HistoryStore(history_dir(sandbox=True))
 

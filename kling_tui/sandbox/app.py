@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from kling_tui.errors import CODES, http_status_for
+from kling_tui.api.errors import CODES, http_status_for
 from kling_tui.sandbox.auth import check_authorization
 from kling_tui.sandbox.state import ApiError, CallbackEvent, Kind, SandboxState
-from kling_tui.webhooks import signed_headers
+from kling_tui.api.webhooks import signed_headers
 
 TICK_SECONDS = 0.05
 CALLBACK_TIMEOUT = 5.0

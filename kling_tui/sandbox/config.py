@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kling_tui.capabilities import Capabilities
+from kling_tui.api.capabilities import Capabilities
 
 # Demo credentials the sandbox accepts unless told otherwise (not secrets: printed by the CLI).
 DEFAULT_ACCESS_KEY = "sandbox-access-key"

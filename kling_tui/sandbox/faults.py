@@ -7,7 +7,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from kling_tui.errors import CODES
+from kling_tui.api.errors import CODES
 
 ENDPOINTS = ("create", "get", "list", "multi_create", "multi_get", "multi_list", "costs", "image")
 CREATE_ENDPOINTS = ("create", "multi_create")

@@ -16,12 +16,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from kling_tui.capabilities import Capabilities
-from kling_tui.draft import load_draft, save_draft
-from kling_tui.errors import InvalidRequest
-from kling_tui.locations import history_dir
-from kling_tui.store import HistoryStore, TaskRecord
-from kling_tui.textsafe import plain
+from kling_tui.api.capabilities import Capabilities
+from kling_tui.history.draft import load_draft, save_draft
+from kling_tui.api.errors import InvalidRequest
+from kling_tui.base.locations import history_dir
+from kling_tui.history.store import HistoryStore, TaskRecord
+from kling_tui.base.textsafe import plain
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
 from kling_tui.ui.pickers import PromptSearch, QuickPick
@@ -213,17 +213,17 @@ class KlingApp(App[None]):
 
     def connect(self) -> None:
         """Build the client and start following tasks."""
-        from kling_tui.auth import ApiKeyAuth, auth_from
-        from kling_tui.client import KlingClient
-        from kling_tui.tracker import Tracker
-        from kling_tui.workbench import Workbench
+        from kling_tui.api.auth import ApiKeyAuth, auth_from
+        from kling_tui.api.client import KlingClient
+        from kling_tui.work.tracker import Tracker
+        from kling_tui.work.workbench import Workbench
 
         if self.sandbox is not None:
             from kling_tui.sandbox import DEFAULT_API_KEY
 
             base_url, auth = self.sandbox.base_url, ApiKeyAuth(DEFAULT_API_KEY)
         else:
-            from kling_tui.auth import Credentials
+            from kling_tui.api.auth import Credentials
 
             credentials = Credentials(self.settings.access_key, self.settings.secret_key, self.settings.api_key)
             base_url, auth = self.settings.base_url, auth_from(credentials)
@@ -232,7 +232,7 @@ class KlingApp(App[None]):
         # or twice the interval when that is short, as on the sandbox).
         slowest = 5.0 if self.poll_interval >= 1.0 else self.poll_interval * 2
         tracker = Tracker(self._client, min_interval=self.poll_interval, max_interval=slowest)
-        from kling_tui.scheduler import SlotBudget
+        from kling_tui.work.budget import SlotBudget
 
         budget = SlotBudget(int(self.settings.concurrency or 9))
         self.workbench = Workbench(self._client, self.store, self.caps, tracker=tracker, budget=budget)
@@ -442,7 +442,7 @@ class KlingApp(App[None]):
             return
         requests = self.form.variant_requests()
         if len(requests) > 1:
-            from kling_tui.variants import estimate_units
+            from kling_tui.work.variants import estimate_units
 
             units = estimate_units(requests, self.caps)
             self.push_screen(
@@ -453,7 +453,7 @@ class KlingApp(App[None]):
         self._enqueue(requests)
 
     def _enqueue(self, requests: list[Any]) -> None:
-        from kling_tui.variants import new_group
+        from kling_tui.work.variants import new_group
 
         assert self.workbench is not None
         group = new_group() if len(requests) > 1 else None
@@ -572,7 +572,7 @@ class KlingApp(App[None]):
             self._notify_copied("prompt")
 
     def action_open_image(self) -> None:
-        from kling_tui.opener import open_in_viewer
+        from kling_tui.base.opener import open_in_viewer
 
         path = self.preview.current_path
         if path is None:
@@ -607,7 +607,7 @@ class KlingApp(App[None]):
             self.notify("Loaded into the form.", timeout=2)
 
     def _resubmit(self, record: TaskRecord, **changes: Any) -> None:
-        from kling_tui.models import request_from_params
+        from kling_tui.api.types import request_from_params
 
         if not self.ensure_connected():
             self.notify("Not connected yet.", severity="warning")

@@ -15,11 +15,11 @@ from textual.suggester import Suggester
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static, TextArea
 
-from kling_tui.capabilities import Capabilities, ModelCaps
-from kling_tui.errors import Problem
-from kling_tui.models import GenerationRequest, MultiImageRequest
-from kling_tui.textsafe import plain
-from kling_tui.validation import PROMPT_MAX
+from kling_tui.api.capabilities import Capabilities, ModelCaps
+from kling_tui.api.errors import Problem
+from kling_tui.api.types import GenerationRequest, MultiImageRequest
+from kling_tui.base.textsafe import plain
+from kling_tui.api.validation import PROMPT_MAX
 
 NO_REFERENCE = "none"
 SUBJECT_FIELDS = tuple(f"subject-{i}" for i in range(1, 5))
@@ -362,7 +362,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     def variant_requests(self) -> list[GenerationRequest | MultiImageRequest]:
         """The form's request fanned out over the chosen variants (just itself when none)."""
-        from kling_tui.variants import expand
+        from kling_tui.work.variants import expand
 
         request, _ = self.build_request()
         return expand(
@@ -497,7 +497,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         count.update(f"{len(prompt)}/{PROMPT_MAX}")
         count.set_class(len(prompt) > PROMPT_MAX, "over")
 
-        from kling_tui.variants import estimate_units
+        from kling_tui.work.variants import estimate_units
 
         model = self.model
         n = request.n if isinstance(request.n, int) and request.n > 0 else 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from kling_tui.store import TaskRecord
+from kling_tui.history.store import TaskRecord
 
 
 class RecordChanged(Message):

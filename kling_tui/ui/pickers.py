@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from kling_tui.textsafe import plain
+from kling_tui.base.textsafe import plain
 
 
 class QuickPick(ModalScreen[str | None]):

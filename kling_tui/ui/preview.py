@@ -14,7 +14,7 @@ from textual.containers import Center, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
-from kling_tui.textsafe import plain
+from kling_tui.base.textsafe import plain
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

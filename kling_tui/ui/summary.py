@@ -12,8 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from kling_tui.models import ResourcePack
-from kling_tui.textsafe import plain
+from kling_tui.api.types import ResourcePack
+from kling_tui.base.textsafe import plain
 
 Totals = list[tuple[str, str, int, int, float]]
 

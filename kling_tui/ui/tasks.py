@@ -11,8 +11,8 @@ from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.widgets import DataTable
 
-from kling_tui.store import TaskRecord, TaskRow
-from kling_tui.textsafe import plain
+from kling_tui.history.store import TaskRecord, TaskRow
+from kling_tui.base.textsafe import plain
 
 STATUS_STYLES = {
     "queued": "dim",

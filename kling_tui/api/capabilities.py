@@ -93,7 +93,7 @@ def _model_from(name: str, data: Mapping[str, Any], base: ModelCaps | None) -> M
 
 @lru_cache(maxsize=1)
 def _packaged() -> dict[str, Any]:
-    text = resources.files("kling_tui").joinpath("models.toml").read_text(encoding="utf-8")
+    text = resources.files("kling_tui.api").joinpath("models.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
 
 

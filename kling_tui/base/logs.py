@@ -11,7 +11,7 @@ LOG_FILES = 3
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Send kling_tui's own log records to locations.log_file(); never to the terminal."""
-    from kling_tui.locations import log_file
+    from kling_tui.base.locations import log_file
 
     logger = logging.getLogger("kling_tui")
     if any(isinstance(h, RotatingFileHandler) for h in logger.handlers):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from kling_tui.errors import KlingError
+from kling_tui.api.errors import KlingError
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 # Kling's largest outputs are a few megapixels; anything far beyond is a decompression bomb.

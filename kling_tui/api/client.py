@@ -21,11 +21,11 @@ from urllib.parse import quote
 import httpx
 
 from kling_tui import __version__ as _version
-from kling_tui.auth import ApiKeyAuth, JwtAuth
-from kling_tui.capabilities import Capabilities
-from kling_tui.download import MAX_DOWNLOAD_BYTES, download_image
-from kling_tui.errors import CREATE_AMBIGUOUS, KlingError, NetworkError
-from kling_tui.models import GenerationRequest, Kind, MultiImageRequest, ResourcePack, Task
+from kling_tui.api.auth import ApiKeyAuth, JwtAuth
+from kling_tui.api.capabilities import Capabilities
+from kling_tui.api.download import MAX_DOWNLOAD_BYTES, download_image
+from kling_tui.api.errors import CREATE_AMBIGUOUS, KlingError, NetworkError
+from kling_tui.api.types import GenerationRequest, Kind, MultiImageRequest, ResourcePack, Task
 
 log = logging.getLogger(__name__)
 

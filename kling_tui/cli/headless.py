@@ -24,16 +24,16 @@ from typing import Any, AsyncIterator, Iterator, TextIO
 
 import httpx
 
-from kling_tui.auth import ENV_ACCESS_KEY, ENV_API_KEY, ENV_SECRET_KEY, ApiKeyAuth, Credentials, MissingCredentials, auth_from
-from kling_tui.client import KlingClient
+from kling_tui.api.auth import ENV_ACCESS_KEY, ENV_API_KEY, ENV_SECRET_KEY, ApiKeyAuth, Credentials, MissingCredentials, auth_from
+from kling_tui.api.client import KlingClient
 from kling_tui.config import Settings, load_settings
-from kling_tui.textsafe import plain
-from kling_tui.errors import InvalidRequest, KlingError, Problem
-from kling_tui.locations import history_dir
-from kling_tui.models import GenerationRequest
-from kling_tui.store import HistoryStore, TaskRecord
-from kling_tui.tracker import StatusChange, Tracker
-from kling_tui.workbench import Workbench
+from kling_tui.base.textsafe import plain
+from kling_tui.api.errors import InvalidRequest, KlingError, Problem
+from kling_tui.base.locations import history_dir
+from kling_tui.api.types import GenerationRequest
+from kling_tui.history.store import HistoryStore, TaskRecord
+from kling_tui.work.tracker import StatusChange, Tracker
+from kling_tui.work.workbench import Workbench
 
 EXIT_OK = 0
 EXIT_INVALID = 2  # bad input; nothing was sent

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from kling_tui.capabilities import Capabilities
-from kling_tui.client import KlingClient
-from kling_tui.errors import InvalidRequest, KlingError, NetworkError
-from kling_tui.models import GenerationRequest, MultiImageRequest, Task, request_from_params
-from kling_tui.scheduler import SlotBudget
-from kling_tui.store import HistoryStore, TaskRecord
-from kling_tui.tracker import StatusChange, Tracker
+from kling_tui.api.capabilities import Capabilities
+from kling_tui.api.client import KlingClient
+from kling_tui.api.errors import InvalidRequest, KlingError, NetworkError
+from kling_tui.api.types import GenerationRequest, MultiImageRequest, Task, request_from_params
+from kling_tui.work.budget import SlotBudget
+from kling_tui.history.store import HistoryStore, TaskRecord
+from kling_tui.work.tracker import StatusChange, Tracker
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import tomli_w
 
-from kling_tui import locations
-from kling_tui.atomic import move_aside, write_atomic
+from kling_tui.base import locations
+from kling_tui.base.atomic import move_aside, write_atomic
 
 SCHEMA_VERSION = 1
 

@@ -30,9 +30,9 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import tomli_w
 
-from kling_tui import locations
-from kling_tui.atomic import move_aside, write_atomic
-from kling_tui.store_index import (
+from kling_tui.base import locations
+from kling_tui.base.atomic import move_aside, write_atomic
+from kling_tui.history.index import (
     ACTIVE_STATUSES,
     FINAL_LOCAL_STATUSES,
     IndexDamaged,
@@ -536,10 +536,3 @@ class HistoryStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def populate(store: HistoryStore, count: int, *, seed: int = 0, end: float | None = None) -> list[str]:
-    """Write `count` finished records fast (no fsync), for benchmarks and tests."""
-    from kling_tui.store_fixtures import populate as _populate
-
-    return _populate(store, count, seed=seed, end=end)

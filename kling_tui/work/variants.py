@@ -6,8 +6,8 @@ import dataclasses
 import itertools
 import uuid
 
-from kling_tui.capabilities import Capabilities
-from kling_tui.models import GenerationRequest, MultiImageRequest
+from kling_tui.api.capabilities import Capabilities
+from kling_tui.api.types import GenerationRequest, MultiImageRequest
 
 Request = GenerationRequest | MultiImageRequest
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import TYPE_CHECKING
-
-from kling_tui.store_index import root_mtime_ns, row_values
-
-if TYPE_CHECKING:
-    from kling_tui.store import HistoryStore
+from kling_tui.history.index import root_mtime_ns, row_values
+from kling_tui.history.store import RECORD_FILE, HistoryStore, TaskRecord, _normalise_time, new_local_id, record_to_toml
 
 _SUBJECTS = ["a red fox", "an old lighthouse", "a tea house", "a paper boat", "a robot gardener", "a snowy owl",
              "a neon street", "a koi pond", "a desert caravan", "a glass greenhouse", "a jazz trio", "a mountain cabin"]
@@ -20,14 +16,12 @@ _MODELS = ["kling-v1", "kling-v1-5", "kling-v2", "kling-v2-1", "kling-v3"]
 _RATIOS = ["16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3"]
 
 
-def populate(store: "HistoryStore", count: int, *, seed: int = 0, end: float | None = None) -> list[str]:
+def populate(store: HistoryStore, count: int, *, seed: int = 0, end: float | None = None) -> list[str]:
     """Write `count` finished tasks spread over the time before `end` (default: now).
 
     Returns their local ids, oldest first. Skips fsync and per-task index transactions; the
     files are exactly what `HistoryStore.save` writes.
     """
-    from kling_tui.store import TaskRecord, new_local_id, record_to_toml, _normalise_time, RECORD_FILE
-
     rng = random.Random(seed)
     end = time.time() if end is None else end
     created = end - count * 45.0

@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from kling_tui.errors import KlingError
-from kling_tui.models import Task
+from kling_tui.api.errors import KlingError
+from kling_tui.api.types import Task
 
 log = logging.getLogger(__name__)
 

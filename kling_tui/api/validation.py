@@ -13,8 +13,8 @@ import io
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from kling_tui.capabilities import REFERENCE_TYPES, Capabilities, ModelCaps, default_capabilities
-from kling_tui.errors import Problem
+from kling_tui.api.capabilities import REFERENCE_TYPES, Capabilities, ModelCaps, default_capabilities
+from kling_tui.api.errors import Problem
 
 PROMPT_MAX = 2500
 N_MIN, N_MAX = 1, 9

@@ -57,7 +57,7 @@ def _common(parser: argparse.ArgumentParser, *, json_help: str | None = None) ->
 
 
 def _add_headless_commands(sub) -> None:
-    """The commands for scripts; their code lives in kling_tui.headless, imported only when run."""
+    """The commands for scripts; their code lives in kling_tui.cli.headless, imported only when run."""
     gen = sub.add_parser(
         "generate",
         help="create an image task (recorded in the history), optionally wait and save the images",
@@ -102,7 +102,7 @@ HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export")
 
 
 def _locate() -> int:
-    from kling_tui.locations import all_paths
+    from kling_tui.base.locations import all_paths
 
     paths = all_paths()
     width = max(len(name) for name in paths) + 1
@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     if args.command == "locate":
         return _locate()
-    from kling_tui.logs import setup_logging
+    from kling_tui.base.logs import setup_logging
 
     setup_logging()
     if args.command in HEADLESS_COMMANDS:
-        from kling_tui.headless import run as run_headless
+        from kling_tui.cli.headless import run as run_headless
 
         return run_headless(args)
     from kling_tui.ui.launch import run_tui

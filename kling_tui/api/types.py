@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from kling_tui.capabilities import Capabilities, default_capabilities
-from kling_tui.errors import InvalidRequest, Problem
-from kling_tui.validation import (
+from kling_tui.api.capabilities import Capabilities, default_capabilities
+from kling_tui.api.errors import InvalidRequest, Problem
+from kling_tui.api.validation import (
     IMAGE_MAX_BYTES,
     check_image_bytes,
     validate_generation,
