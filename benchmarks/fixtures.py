@@ -5,13 +5,35 @@ from __future__ import annotations
 import os
 import random
 import time
+
 from kling_tui.history.index import root_mtime_ns, row_values
 from kling_tui.history.store import RECORD_FILE, HistoryStore, TaskRecord, _normalise_time, new_local_id, record_to_toml
 
-_SUBJECTS = ["a red fox", "an old lighthouse", "a tea house", "a paper boat", "a robot gardener", "a snowy owl",
-             "a neon street", "a koi pond", "a desert caravan", "a glass greenhouse", "a jazz trio", "a mountain cabin"]
-_STYLES = ["at dawn", "in watercolour", "as a woodcut", "in soft film light", "in isometric pixel art",
-           "under heavy rain", "in the style of an old map", "with long shadows", "at golden hour"]
+_SUBJECTS = [
+    "a red fox",
+    "an old lighthouse",
+    "a tea house",
+    "a paper boat",
+    "a robot gardener",
+    "a snowy owl",
+    "a neon street",
+    "a koi pond",
+    "a desert caravan",
+    "a glass greenhouse",
+    "a jazz trio",
+    "a mountain cabin",
+]
+_STYLES = [
+    "at dawn",
+    "in watercolour",
+    "as a woodcut",
+    "in soft film light",
+    "in isometric pixel art",
+    "under heavy rain",
+    "in the style of an old map",
+    "with long shadows",
+    "at golden hour",
+]
 _MODELS = ["kling-v1", "kling-v1-5", "kling-v2", "kling-v2-1", "kling-v3"]
 _RATIOS = ["16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3"]
 

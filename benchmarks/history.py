@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from benchmarks.common import CACHE
 
@@ -33,8 +33,8 @@ def home_env(home: Path) -> Iterator[None]:
 def history_home(count: int, log=print) -> Path:
     """A KLING_TUI_HOME whose history holds `count` finished tasks (made on first use)."""
     from benchmarks.fixtures import populate
-    from kling_tui.history.store import SCHEMA_VERSION, HistoryStore
     from kling_tui.history.index import INDEX_VERSION
+    from kling_tui.history.store import SCHEMA_VERSION, HistoryStore
 
     home = CACHE / f"history-{count}-s{SEED}-r{SCHEMA_VERSION}-i{INDEX_VERSION}-l{LAYOUT}"
     ready = home / "READY"

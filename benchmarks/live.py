@@ -11,9 +11,10 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from benchmarks.common import API_KEY, CACHE, SIZE, FrameProbe, Row, median, percentile, sandbox_process
 from benchmarks.history import history_home
@@ -123,7 +124,15 @@ def notice(count: int, poll_interval: float, log=print) -> list[Row]:
     interval = poll_interval * 1000
     return [
         Row("succeed -> table, p50", p50, "ms", "poll interval", interval, "(info)", None),
-        Row("succeed -> table, p95", p95, "ms", "poll interval", interval, f"<= {interval + 100:.0f} ms", p95 <= interval + 100),
+        Row(
+            "succeed -> table, p95",
+            p95,
+            "ms",
+            "poll interval",
+            interval,
+            f"<= {interval + 100:.0f} ms",
+            p95 <= interval + 100,
+        ),
     ]
 
 
@@ -134,10 +143,9 @@ PREVIEW_TASKS = 8
 
 def preview_home() -> tuple[Path, list[str]]:
     """A history of tasks that each saved one 2k (2048x2048) result image; made once."""
-    from kling_tui.sandbox.render import output_size, render_png
-    from kling_tui.history.store import HistoryStore
-
     from benchmarks.history import home_env
+    from kling_tui.history.store import HistoryStore
+    from kling_tui.sandbox.render import output_size, render_png
 
     home = CACHE / f"preview-{PREVIEW_TASKS}"
     if not (home / "READY").exists():
@@ -149,8 +157,14 @@ def preview_home() -> tuple[Path, list[str]]:
                 prompt = f"a lighthouse at dusk, study {i}"
                 record = store.new_record("generation", {"prompt": prompt, "resolution": "2k", "aspect_ratio": "1:1"})
                 (store.task_dir(record.local_id) / "image-1.png").write_bytes(render_png(prompt, 0, width, height))
-                store.update(record.local_id, status="succeed", task_id=str(10**17 + i), finished_at=record.created_at + 20,
-                             image_urls=[f"https://cdn.example.invalid/{i}/0.png"], image_paths=["image-1.png"])
+                store.update(
+                    record.local_id,
+                    status="succeed",
+                    task_id=str(10**17 + i),
+                    finished_at=record.created_at + 20,
+                    image_urls=[f"https://cdn.example.invalid/{i}/0.png"],
+                    image_paths=["image-1.png"],
+                )
         (home / "READY").write_text("ok\n")
     with home_env(home), HistoryStore() as store:
         ids = [row.local_id for row in store.recent(PREVIEW_TASKS)]
@@ -198,8 +212,10 @@ def preview(log=print) -> list[Row]:
     with sandbox_process(submitted=2.0, processing=4.0) as base_url, user_env(home, base_url):
         first, cached, decode = asyncio.run(_preview(ids))
     f, c, d = (median(v) * 1000 for v in (first, cached, decode))
-    log(f"  preview 2k: first {f:.0f} ms (max {max(first) * 1000:.0f}), cached {c:.1f} ms (max {max(cached) * 1000:.1f}), "
-        f"Pillow decode+shrink {d:.0f} ms")
+    log(
+        f"  preview 2k: first {f:.0f} ms (max {max(first) * 1000:.0f}), cached {c:.1f} ms (max {max(cached) * 1000:.1f}), "
+        f"Pillow decode+shrink {d:.0f} ms"
+    )
     return [
         Row("select -> 2k preview, first (p50)", f, "ms", "Pillow decode+shrink", d, "<= 150 ms", f <= 150),
         Row("select -> 2k preview, cached (p50)", c, "ms", "first time", f, "<= 30 ms", c <= 30),
@@ -245,7 +261,7 @@ async def _keys(presses: int, in_flight: int, poll_interval: float) -> list[floa
             key, target = ("j" if step == 1 else "k"), table.cursor_row + step
             started = time.perf_counter()
             app.post_message(events.Key(key, key))
-            latencies.append(await probe.frame_where(lambda: table.cursor_row == target) - started)
+            latencies.append(await probe.frame_where(lambda target=target: table.cursor_row == target) - started)
             await asyncio.sleep(rng.uniform(0.01, 0.04))  # key repeat: 25-100 presses a second
         if in_flight:
             assert app.workbench.tracker.in_flight == in_flight, "tasks finished during the measurement"
@@ -262,6 +278,18 @@ def input_latency(presses: int, poll_interval: float, log=print) -> list[Row]:
     with sandbox_process(submitted=1.0, processing=3600) as base_url, user_env(busy_home, base_url):
         busy = asyncio.run(_keys(presses, 200, poll_interval))
     i99, b99 = percentile(idle, 99) * 1000, percentile(busy, 99) * 1000
-    log(f"  keypress -> frame: idle p50 {median(idle) * 1000:.1f} / p99 {i99:.1f} ms; "
-        f"200 in flight p50 {median(busy) * 1000:.1f} / p99 {b99:.1f} ms (max {max(busy) * 1000:.1f})")
-    return [Row("keypress -> frame, 200 in flight, p99", b99, "ms", "200 finished, none in flight", i99, "<= 50 ms", b99 <= 50)]
+    log(
+        f"  keypress -> frame: idle p50 {median(idle) * 1000:.1f} / p99 {i99:.1f} ms; "
+        f"200 in flight p50 {median(busy) * 1000:.1f} / p99 {b99:.1f} ms (max {max(busy) * 1000:.1f})"
+    )
+    return [
+        Row(
+            "keypress -> frame, 200 in flight, p99",
+            b99,
+            "ms",
+            "200 finished, none in flight",
+            i99,
+            "<= 50 ms",
+            b99 <= 50,
+        )
+    ]

@@ -55,10 +55,21 @@ async def _measure(base_url: str, sizes: list[int], log) -> list[Row]:
                 for task_id in in_flight:
                     await client.get(task_id)
             theirs, theirs_s = (_reads(base_url) - before) / CYCLES, (time.perf_counter() - started) / CYCLES
-            log(f"  {size} in flight: {ours:g} req/cycle in {ours_s * 1000:.1f} ms; "
-                f"per-task GETs: {theirs:g} req/cycle in {theirs_s * 1000:.1f} ms")
-            rows.append(Row(f"requests/poll cycle, {size} in flight", ours, "req", "one GET per task", theirs,
-                            "<= 1 req", ours <= 1))
+            log(
+                f"  {size} in flight: {ours:g} req/cycle in {ours_s * 1000:.1f} ms; "
+                f"per-task GETs: {theirs:g} req/cycle in {theirs_s * 1000:.1f} ms"
+            )
+            rows.append(
+                Row(
+                    f"requests/poll cycle, {size} in flight",
+                    ours,
+                    "req",
+                    "one GET per task",
+                    theirs,
+                    "<= 1 req",
+                    ours <= 1,
+                )
+            )
     return rows
 
 

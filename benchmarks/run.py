@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Row  # noqa: E402
+from benchmarks.common import Row
 
 SECTIONS = ("startup", "polling", "notice", "preview", "input")
 
@@ -24,7 +24,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and samples (about a minute)")
     parser.add_argument("--repeat", type=int, default=None, help="cold starts per variant (default 9, quick 3)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections (repeatable)")
-    parser.add_argument("--poll-interval", type=float, default=0.5, help="app poll interval in seconds (default 0.5, as with --sandbox)")
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.5, help="app poll interval in seconds (default 0.5, as with --sandbox)"
+    )
     return parser.parse_args(argv)
 
 
@@ -43,7 +45,9 @@ def format_table(rows: list[Row]) -> str:
     right = {1, 3, 4}
 
     def fmt(cells) -> str:
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(header), rule, *(fmt(line) for line in lines)])
@@ -92,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += live.input_latency(presses, poll, log=log)
 
     print()
-    print(f"kling-tui benchmarks · Python {platform.python_version()} · {platform.machine()} · "
-          f"{'quick' if quick else 'full'} · {time.perf_counter() - started:.0f} s")
+    print(
+        f"kling-tui benchmarks · Python {platform.python_version()} · {platform.machine()} · "
+        f"{'quick' if quick else 'full'} · {time.perf_counter() - started:.0f} s"
+    )
     print(format_table(rows))
     failed = [row for row in rows if row.ok is False]
     print(f"\n{sum(1 for r in rows if r.ok)} goals hold, {len(failed)} fail.")

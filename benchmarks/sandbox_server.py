@@ -19,7 +19,9 @@ UNITS = 1e9
 
 def main() -> None:
     submitted, processing = float(sys.argv[1]), float(sys.argv[2])
-    config = SandboxConfig(slots=SLOTS, total_units=UNITS, submitted_seconds=submitted, processing_seconds=processing, seed=7)
+    config = SandboxConfig(
+        slots=SLOTS, total_units=UNITS, submitted_seconds=submitted, processing_seconds=processing, seed=7
+    )
     with Sandbox(config) as sandbox:
         print(sandbox.base_url, flush=True)
         sys.stdin.read()

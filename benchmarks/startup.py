@@ -15,7 +15,11 @@ def one_start(kind: str, env: dict[str, str]) -> dict[str, float]:
     spawned = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.startup_child", kind, repr(spawned)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
@@ -27,7 +31,7 @@ def measure(base_url: str, sizes: list[int], repeats: int, log=print) -> list[Ro
     homes = {size: history_home(size, log=log) for size in sizes}
     variants = [("bare", "bare", homes[sizes[0]])] + [(f"kling-{size}", "kling", homes[size]) for size in sizes]
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
-    for name, kind, home in variants:  # one unmeasured start each: warm the disk cache
+    for _name, kind, home in variants:  # one unmeasured start each: warm the disk cache
         one_start(kind, child_env(home, base_url))
     for _ in range(repeats):
         # Round robin, so background noise falls on every variant alike.
@@ -40,11 +44,31 @@ def measure(base_url: str, sizes: list[int], repeats: int, log=print) -> list[Ro
     empty, largest = f"kling-{sizes[0]}", f"kling-{sizes[-1]}"
     rows = [Row("startup, empty history", first[empty], "ms", "bare Textual app", first["bare"], "(info)", None)]
     for size in sizes[1:]:
-        rows.append(Row(f"startup, {size:,} tasks", first[f"kling-{size}"], "ms", "empty history", first[empty], "(info)", None))
+        rows.append(
+            Row(f"startup, {size:,} tasks", first[f"kling-{size}"], "ms", "empty history", first[empty], "(info)", None)
+        )
     rows[-1].goal, rows[-1].ok = "<= 1.1x", first[largest] <= 1.1 * first[empty]
-    rows.append(Row(f"startup, {sizes[-1]:,} tasks", first[largest], "ms", "bare Textual app", first["bare"],
-                    "<= 1.5x", first[largest] <= 1.5 * first["bare"]))
-    rows.append(Row(f"peak RSS, {sizes[-1]:,} tasks", rss[largest], "MiB", "empty history", rss[empty],
-                    "<= 1.2x", rss[largest] <= 1.2 * rss[empty]))
+    rows.append(
+        Row(
+            f"startup, {sizes[-1]:,} tasks",
+            first[largest],
+            "ms",
+            "bare Textual app",
+            first["bare"],
+            "<= 1.5x",
+            first[largest] <= 1.5 * first["bare"],
+        )
+    )
+    rows.append(
+        Row(
+            f"peak RSS, {sizes[-1]:,} tasks",
+            rss[largest],
+            "MiB",
+            "empty history",
+            rss[empty],
+            "<= 1.2x",
+            rss[largest] <= 1.2 * rss[empty],
+        )
+    )
     rows.append(Row("peak RSS, empty history", rss[empty], "MiB", "bare Textual app", rss["bare"], "(info)", None))
     return rows

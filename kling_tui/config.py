@@ -30,15 +30,16 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import tomli_w
 
+from kling_tui.api.capabilities import Capabilities, ModelCaps, default_capabilities, load_capabilities
 from kling_tui.base import locations
 from kling_tui.base.atomic import move_aside, write_atomic
-from kling_tui.api.capabilities import Capabilities, ModelCaps, default_capabilities, load_capabilities
 
 REGIONS = {
     "singapore": "https://api-singapore.klingai.com",
@@ -88,7 +89,7 @@ class Settings:
 
     @property
     def auth_scheme(self) -> str | None:
-        """"api_key", "ak_sk", or None without credentials."""
+        """ "api_key", "ak_sk", or None without credentials."""
         if self.api_key:
             return "api_key"
         if self.access_key and self.secret_key:
@@ -105,7 +106,9 @@ class Settings:
         try:
             return load_capabilities(overrides)
         except (TypeError, ValueError) as exc:
-            self.warnings.append(f"[models] overrides could not be applied ({type(exc).__name__}); using the built-in model table.")
+            self.warnings.append(
+                f"[models] overrides could not be applied ({type(exc).__name__}); using the built-in model table."
+            )
             return default_capabilities()
 
 
@@ -132,7 +135,7 @@ class _Reader:
             return default
         value = section[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             where = f"[{table}] {key}" if table else key
             shown = "" if secret else f" (got {value!r})"
             self.warnings.append(f"{where} must be {_type_name(kinds)}{shown}; using the default.")
@@ -174,7 +177,9 @@ def _from_data(data: Mapping[str, Any], warnings: list[str]) -> Settings:
     s.theme = r.get("ui", "theme", str, s.theme)
     protocol = r.get("ui", "image_protocol", str, s.image_protocol)
     if protocol not in IMAGE_PROTOCOLS:
-        warnings.append(f"[ui] image_protocol must be one of {', '.join(IMAGE_PROTOCOLS)} (got {protocol!r}); using auto.")
+        warnings.append(
+            f"[ui] image_protocol must be one of {', '.join(IMAGE_PROTOCOLS)} (got {protocol!r}); using auto."
+        )
         protocol = "auto"
     s.image_protocol = protocol
     interval = r.get("ui", "poll_interval", (int, float), s.poll_interval)
@@ -193,7 +198,7 @@ def _from_data(data: Mapping[str, Any], warnings: list[str]) -> Settings:
         if isinstance(key, str) and key.strip():
             s.keymap[binding] = key.strip()
         else:
-            warnings.append(f"[keymap] {binding} must be a key name such as \"ctrl+j\"; ignored.")
+            warnings.append(f'[keymap] {binding} must be a key name such as "ctrl+j"; ignored.')
 
     s.models = _models(r.table("models"), warnings)
     default_model = r.get("", "default_model", str, "")
@@ -292,9 +297,13 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         reason = str(exc) if isinstance(exc, tomllib.TOMLDecodeError) else "not UTF-8 text"
         try:
             moved = move_aside(path)
-            warnings.append(f"The config file could not be read ({reason}); moved it to {moved.name} and started with defaults.")
+            warnings.append(
+                f"The config file could not be read ({reason}); moved it to {moved.name} and started with defaults."
+            )
         except OSError as move_error:
-            warnings.append(f"The config file could not be read ({reason}) nor moved aside ({move_error.strerror}); using defaults.")
+            warnings.append(
+                f"The config file could not be read ({reason}) nor moved aside ({move_error.strerror}); using defaults."
+            )
     except OSError as exc:
         warnings.append(f"Cannot read the config file {path}: {exc.strerror or exc}; using defaults.")
     else:
@@ -304,7 +313,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     settings = _from_data(data, warnings)
     _apply_environment(settings, environ, warnings)
     if settings.region == "custom" and not settings.custom_base_url:
-        warnings.append("[api] region is \"custom\" but no base_url is set; using the singapore host.")
+        warnings.append('[api] region is "custom" but no base_url is set; using the singapore host.')
     settings.path = path
     settings.warnings = warnings
     return settings
@@ -318,13 +327,23 @@ def settings_to_toml(settings: Settings) -> str:
     doc: dict[str, Any] = {}
     if settings.default_model:
         doc["default_model"] = settings.default_model
-    doc["auth"] = {k: v for k, v in (
-        ("access_key", settings.access_key), ("secret_key", settings.secret_key), ("api_key", settings.api_key)
-    ) if v}
+    doc["auth"] = {
+        k: v
+        for k, v in (
+            ("access_key", settings.access_key),
+            ("secret_key", settings.secret_key),
+            ("api_key", settings.api_key),
+        )
+        if v
+    }
     doc["api"] = {"region": settings.region, "sandbox": settings.sandbox}
     if settings.custom_base_url:
         doc["api"]["base_url"] = settings.custom_base_url
-    doc["ui"] = {"theme": settings.theme, "image_protocol": settings.image_protocol, "poll_interval": settings.poll_interval}
+    doc["ui"] = {
+        "theme": settings.theme,
+        "image_protocol": settings.image_protocol,
+        "poll_interval": settings.poll_interval,
+    }
     doc["queue"] = {"concurrency": settings.concurrency}
     if settings.keymap:
         doc["keymap"] = dict(settings.keymap)
@@ -363,7 +382,8 @@ _ENV_FIELDS = {
 
 def _without_environment(settings: Settings, path: Path) -> Settings:
     from_env = [
-        name for name, var in _ENV_FIELDS.items()
+        name
+        for name, var in _ENV_FIELDS.items()
         if os.environ.get(var, "").strip() and getattr(settings, name) == os.environ[var].strip()
     ]
     if not from_env:

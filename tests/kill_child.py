@@ -16,8 +16,8 @@ from kling_tui.api.auth import JwtAuth
 from kling_tui.api.capabilities import default_capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.types import GenerationRequest
-from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 from kling_tui.history.store import HistoryStore
+from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 from kling_tui.work.tracker import Tracker
 from kling_tui.work.workbench import Workbench
 

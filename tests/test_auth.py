@@ -84,7 +84,9 @@ def test_a_clock_that_jumps_back_gets_a_new_token():
     auth = JwtAuth("ak", SECRET, clock=clock)
     token_of(auth)
     clock.now -= 3600
-    claims = jwt.decode(token_of(auth), SECRET, algorithms=["HS256"], options={"verify_exp": False, "verify_nbf": False})
+    claims = jwt.decode(
+        token_of(auth), SECRET, algorithms=["HS256"], options={"verify_exp": False, "verify_nbf": False}
+    )
     assert claims["nbf"] == int(clock.now) - 5
 
 

@@ -11,8 +11,8 @@ import sys
 from cli_helpers import kling
 
 from kling_tui.base.locations import history_dir
-from kling_tui.sandbox import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
 from kling_tui.history.store import HistoryStore
+from kling_tui.sandbox import DEFAULT_API_KEY, DEFAULT_SECRET_KEY
 
 
 def history(sandbox: bool = False) -> list:
@@ -130,7 +130,11 @@ def test_progress_goes_to_stderr_only_when_it_is_a_terminal(sandbox):
     env = {**os.environ, "KLING_BASE_URL": sandbox.base_url, "KLING_API_KEY": DEFAULT_API_KEY}
     done = subprocess.run(
         [sys.executable, "-m", "kling_tui", "generate", "a cat", "--wait"],
-        env=env, stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=60,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=True,
+        timeout=60,
     )
     os.close(secondary)
     shown = b""

@@ -91,7 +91,9 @@ async def test_invalid_request_raises_before_anything_is_sent(sandbox, client):
 
 
 async def test_missing_local_image_is_caught_locally(sandbox, client, tmp_path):
-    request = GenerationRequest(prompt="x", model_name="kling-v1-5", image=str(tmp_path / "nope.png"), image_reference="subject")
+    request = GenerationRequest(
+        prompt="x", model_name="kling-v1-5", image=str(tmp_path / "nope.png"), image_reference="subject"
+    )
     with pytest.raises(InvalidRequest, match="image: file not found"):
         await client.create(request)
     assert api_requests(sandbox) == 0

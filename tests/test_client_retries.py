@@ -88,7 +88,9 @@ async def test_refusals_are_not_retried(sandbox, client):
 
 
 async def test_an_unreachable_server_is_a_network_error_not_sent(sandbox):
-    async with KlingClient("http://127.0.0.1:9", JwtAuth(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY), max_retries=0) as client:
+    async with KlingClient(
+        "http://127.0.0.1:9", JwtAuth(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY), max_retries=0
+    ) as client:
         with pytest.raises(NetworkError) as caught:
             await client.list()
     assert caught.value.maybe_sent is False
@@ -119,8 +121,11 @@ async def test_a_cut_create_answer_is_looked_up_not_re_sent(sandbox, client):
     assert (counters["tasks_created"], counters["create"], counters["external_id_reuse"]) == (1, 1, 0)
 
 
-@pytest.mark.parametrize("fault", [{"kind": "drop"}, {"kind": "error", "code": 5000}, {"kind": "error", "code": 5002}],
-                         ids=["drop", "5000", "5002"])
+@pytest.mark.parametrize(
+    "fault",
+    [{"kind": "drop"}, {"kind": "error", "code": 5000}, {"kind": "error", "code": 5002}],
+    ids=["drop", "5000", "5002"],
+)
 async def test_unclear_create_not_done_is_looked_up_then_re_sent(sandbox, client, fault):
     sandbox.state.faults.add(endpoint="create", times=1, **fault)
     task = await client.create(GenerationRequest(prompt="a harbour"))

@@ -70,7 +70,9 @@ def test_custom_base_url_wins_over_region():
 
 
 def test_environment_overrides_the_file(monkeypatch):
-    _write_config(f'[auth]\napi_key = "file-key"\naccess_key = "AKfile"\nsecret_key = "{SECRET}"\n[api]\nregion = "beijing"\n')
+    _write_config(
+        f'[auth]\napi_key = "file-key"\naccess_key = "AKfile"\nsecret_key = "{SECRET}"\n[api]\nregion = "beijing"\n'
+    )
     monkeypatch.setenv("KLING_ACCESS_KEY", "AKenv")
     monkeypatch.setenv("KLING_SECRET_KEY", "SKenv")
     monkeypatch.setenv("KLING_API_KEY", "env-key")
@@ -155,7 +157,7 @@ def test_damaged_file_is_moved_aside_and_the_app_still_starts():
 def test_bad_values_fall_back_to_defaults_with_warnings():
     _write_config(
         '[api]\nregion = "mars"\n[ui]\nimage_protocol = "vt340"\npoll_interval = 0\n'
-        '[queue]\nconcurrency = 0\n[keymap]\nsubmit = 5\n[colours]\nx = 1\n'
+        "[queue]\nconcurrency = 0\n[keymap]\nsubmit = 5\n[colours]\nx = 1\n"
     )
     s = load_settings()
     assert (s.region, s.image_protocol, s.poll_interval, s.concurrency, s.keymap) == ("singapore", "auto", 2.0, 9, {})
@@ -177,7 +179,7 @@ def test_model_overrides_reach_capabilities():
     _write_config(
         'default_model = "house-model"\n'
         '[models.house-model]\nlabel = "House"\nmulti_image = true\naspect_ratios = ["1:1"]\nunits_per_image = 3\n'
-        '[models.kling-v1]\nunits_per_image = 5.5\nbogus = 1\n'
+        "[models.kling-v1]\nunits_per_image = 5.5\nbogus = 1\n"
     )
     s = load_settings()
     caps = s.capabilities()

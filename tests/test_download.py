@@ -155,8 +155,23 @@ async def test_a_cut_image_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "text",
-    ["../../etc/passwd", "..", ".", "/", "a\\b", "a/b", "x\x00y", "line\nbreak", "\u202etxt.exe", ".hidden", "CON", "nul.png",
-     "a" * 500 + ".png", "   ", ""],
+    [
+        "../../etc/passwd",
+        "..",
+        ".",
+        "/",
+        "a\\b",
+        "a/b",
+        "x\x00y",
+        "line\nbreak",
+        "\u202etxt.exe",
+        ".hidden",
+        "CON",
+        "nul.png",
+        "a" * 500 + ".png",
+        "   ",
+        "",
+    ],
 )
 def test_safe_filename_is_one_harmless_component(text):
     name = safe_filename(text, "fallback")

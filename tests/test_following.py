@@ -11,9 +11,9 @@ from kling_tui.api.auth import ApiKeyAuth
 from kling_tui.api.capabilities import default_capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.types import GenerationRequest
+from kling_tui.history.store import HistoryStore
 from kling_tui.sandbox import DEFAULT_API_KEY
 from kling_tui.work.budget import SlotBudget
-from kling_tui.history.store import HistoryStore
 from kling_tui.work.tracker import Tracker
 from kling_tui.work.workbench import Workbench
 

@@ -58,10 +58,24 @@ ODD_TASKS: dict[str, object] = {
     "odd-info": {"task_id": 4, "task_status": None, "task_info": ["a"], "created_at": True, "updated_at": "x"},
     "ext-int": {"task_id": "5", "task_status": "processing", "task_info": {"external_task_id": 55}},
     "bad-images": {
-        "task_id": "6", "task_status": "succeed",
-        "task_result": {"images": [None, 3, {"url": 7}, {"index": "a", "url": "https://x/1.png"}, {"url": "https://x/2.png", "watermark_url": 1}]},
+        "task_id": "6",
+        "task_status": "succeed",
+        "task_result": {
+            "images": [
+                None,
+                3,
+                {"url": 7},
+                {"index": "a", "url": "https://x/1.png"},
+                {"url": "https://x/2.png", "watermark_url": 1},
+            ]
+        },
     },
-    "markup": {"task_id": "[bold]7[/]", "task_status": "failed", "task_status_msg": "[red]x\x1b[2J\u202e", "final_unit_deduction": 3},
+    "markup": {
+        "task_id": "[bold]7[/]",
+        "task_status": "failed",
+        "task_status_msg": "[red]x\x1b[2J\u202e",
+        "final_unit_deduction": 3,
+    },
     "no-id": {"task_status": "succeed"},
     "not-object": ["task"],
 }
@@ -110,7 +124,9 @@ class Hostile(BaseHTTPRequestHandler):
             ident = url.path.rsplit("/", 1)[1]
             self._json({"code": 0, "message": "SUCCEED", "request_id": "r", "data": ODD_TASKS.get(ident)})
         elif url.path == "/v1/images/generations":
-            self._json({"code": 0, "message": "SUCCEED", "request_id": "r", "data": list(ODD_TASKS.values()) + [None, 3]})
+            self._json(
+                {"code": 0, "message": "SUCCEED", "request_id": "r", "data": list(ODD_TASKS.values()) + [None, 3]}
+            )
         else:
             self._send(404, {}, b"nothing here")
 
@@ -230,7 +246,12 @@ def test_safe_filename_is_always_one_harmless_component(tmp_path, text):
     path.unlink()
 
 
-@given(text=st.text(max_size=40) | st.sampled_from(["..", "../x", "/etc", "20260101-000000-0000abcd\n", "20260101-000000-0000abcd/..", "٢٠٢٦٠١٠١-000000-0000abcd"]))
+@given(
+    text=st.text(max_size=40)
+    | st.sampled_from(
+        ["..", "../x", "/etc", "20260101-000000-0000abcd\n", "20260101-000000-0000abcd/..", "٢٠٢٦٠١٠١-000000-0000abcd"]
+    )
+)
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_task_folders_cannot_leave_the_history(isolated_home, text):
     with HistoryStore() as store:
@@ -259,7 +280,16 @@ json_values = st.recursive(
     max_leaves=8,
 )
 task_keys = st.sampled_from(
-    ["task_status", "task_status_msg", "task_result", "task_info", "created_at", "updated_at", "final_unit_deduction", "extra"]
+    [
+        "task_status",
+        "task_status_msg",
+        "task_result",
+        "task_info",
+        "created_at",
+        "updated_at",
+        "final_unit_deduction",
+        "extra",
+    ]
 )
 
 
@@ -267,7 +297,9 @@ task_keys = st.sampled_from(
 @given(
     task_id=st.text(max_size=20) | st.integers(),
     fields=st.dictionaries(task_keys, json_values, max_size=6),
-    images=st.lists(json_values | st.fixed_dictionaries({"url": st.text(max_size=10)}, optional={"index": json_values}), max_size=3),
+    images=st.lists(
+        json_values | st.fixed_dictionaries({"url": st.text(max_size=10)}, optional={"index": json_values}), max_size=3
+    ),
 )
 def test_task_from_json_reads_any_shape(task_id, fields, images):
     data = {"task_id": task_id, **fields}

@@ -24,13 +24,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kling_tui.base import locations
 from kling_tui.api.auth import JwtAuth
 from kling_tui.api.capabilities import default_capabilities
 from kling_tui.api.client import KlingClient
-from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
-from kling_tui.history.store import RECORD_FILE, HistoryStore, record_from_toml
+from kling_tui.base import locations
 from kling_tui.history.index import ACTIVE_STATUSES
+from kling_tui.history.store import RECORD_FILE, HistoryStore, record_from_toml
+from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 from kling_tui.work.tracker import Tracker
 from kling_tui.work.workbench import Workbench
 
@@ -47,8 +47,18 @@ def sandbox_process(tmp_path):
     log = (tmp_path / "sandbox.log").open("w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "kling_tui", "sandbox", "--port", "0",
-            "--submitted-seconds", "0.05", "--processing-seconds", "0.1", "--slots", "1000",
+            sys.executable,
+            "-m",
+            "kling_tui",
+            "sandbox",
+            "--port",
+            "0",
+            "--submitted-seconds",
+            "0.05",
+            "--processing-seconds",
+            "0.1",
+            "--slots",
+            "1000",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -201,8 +211,13 @@ def test_killing_the_submitter_at_random_moments_loses_nothing(sandbox_process):
     records, temps, empty = _read_every_record()
     figures = asyncio.run(_settle_and_compare(sandbox_process))
     figures.update(
-        rounds=ROUNDS, seed=SEED, records_parsed=records, temp_files_left=temps, folders_without_record=empty,
-        killed_during_start=killed_before_ready, settled_by_restarts=settled_on_restart,
+        rounds=ROUNDS,
+        seed=SEED,
+        records_parsed=records,
+        temp_files_left=temps,
+        folders_without_record=empty,
+        killed_during_start=killed_before_ready,
+        settled_by_restarts=settled_on_restart,
     )
     print("\nkill recovery:", ", ".join(f"{k}={v}" for k, v in figures.items()))
     assert records == figures["history_records"]

@@ -24,8 +24,8 @@ from kling_tui.api.capabilities import default_capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.errors import InvalidRequest, http_status_for
 from kling_tui.api.types import GenerationRequest, MultiImageRequest
-from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox, SandboxConfig
 from kling_tui.api.validation import validate_generation, validate_multi_image
+from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox, SandboxConfig
 
 CAPS = default_capabilities()
 MODELS = sorted(CAPS.names)
@@ -68,30 +68,68 @@ GOOD_IMAGES = [URL_IMAGE, _b64(GOOD_IMAGE)]
 DELETE = object()
 
 COMMON_BREAKS = [
-    ("n", 0), ("n", 10), ("n", True), ("n", "3"), ("n", 2.0),
-    ("aspect_ratio", "5:4"), ("aspect_ratio", "21:9"), ("aspect_ratio", ""), ("aspect_ratio", 1),
-    ("callback_url", "not a url"), ("callback_url", "ftp://example.com/cb"), ("callback_url", 5),
-    ("external_task_id", ""), ("external_task_id", " "), ("external_task_id", "x" * 65), ("external_task_id", 7),
-    ("watermark_info", {"enabled": "yes"}), ("watermark_info", True),
-    ("model_name", "kling-v9"), ("model_name", 3), ("prompt", "p" * 2501), ("prompt", 12),
+    ("n", 0),
+    ("n", 10),
+    ("n", True),
+    ("n", "3"),
+    ("n", 2.0),
+    ("aspect_ratio", "5:4"),
+    ("aspect_ratio", "21:9"),
+    ("aspect_ratio", ""),
+    ("aspect_ratio", 1),
+    ("callback_url", "not a url"),
+    ("callback_url", "ftp://example.com/cb"),
+    ("callback_url", 5),
+    ("external_task_id", ""),
+    ("external_task_id", " "),
+    ("external_task_id", "x" * 65),
+    ("external_task_id", 7),
+    ("watermark_info", {"enabled": "yes"}),
+    ("watermark_info", True),
+    ("model_name", "kling-v9"),
+    ("model_name", 3),
+    ("prompt", "p" * 2501),
+    ("prompt", 12),
 ]
 GENERATION_BREAKS = COMMON_BREAKS + [
-    ("prompt", DELETE), ("prompt", ""), ("prompt", "   "),
-    ("negative_prompt", "blurry"), ("negative_prompt", "n" * 2501), ("negative_prompt", 1),
-    *[("image", value) for value in WIRE_IMAGES[2:]], ("image", DELETE), ("image", 5), ("image", URL_IMAGE),
-    ("image_reference", "subject"), ("image_reference", "face"), ("image_reference", "style"), ("image_reference", 1),
-    ("image_fidelity", 0.5), ("image_fidelity", 1.5), ("image_fidelity", "0.5"), ("image_fidelity", True),
-    ("human_fidelity", 0.5), ("human_fidelity", -0.1),
-    ("resolution", "2k"), ("resolution", "4k"), ("resolution", 1),
+    ("prompt", DELETE),
+    ("prompt", ""),
+    ("prompt", "   "),
+    ("negative_prompt", "blurry"),
+    ("negative_prompt", "n" * 2501),
+    ("negative_prompt", 1),
+    *[("image", value) for value in WIRE_IMAGES[2:]],
+    ("image", DELETE),
+    ("image", 5),
+    ("image", URL_IMAGE),
+    ("image_reference", "subject"),
+    ("image_reference", "face"),
+    ("image_reference", "style"),
+    ("image_reference", 1),
+    ("image_fidelity", 0.5),
+    ("image_fidelity", 1.5),
+    ("image_fidelity", "0.5"),
+    ("image_fidelity", True),
+    ("human_fidelity", 0.5),
+    ("human_fidelity", -0.1),
+    ("resolution", "2k"),
+    ("resolution", "4k"),
+    ("resolution", 1),
     *[("model_name", m.name) for m in LIVE],
 ]
 MULTI_BREAKS = COMMON_BREAKS + [
-    ("model_name", "kling-v1"), ("model_name", "kling-v3"),
-    ("subject_image_list", DELETE), ("subject_image_list", []), ("subject_image_list", "x"),
+    ("model_name", "kling-v1"),
+    ("model_name", "kling-v3"),
+    ("subject_image_list", DELETE),
+    ("subject_image_list", []),
+    ("subject_image_list", "x"),
     ("subject_image_list", [{"subject_image": URL_IMAGE}] * 5),
-    ("subject_image_list", [{"image": URL_IMAGE}]), ("subject_image_list", [URL_IMAGE]),
+    ("subject_image_list", [{"image": URL_IMAGE}]),
+    ("subject_image_list", [URL_IMAGE]),
     *[("subject_image_list", [{"subject_image": value}]) for value in WIRE_IMAGES[2:]],
-    *[("scene_image", value) for value in WIRE_IMAGES[2:]], ("style_image", "data:x"), ("style_image", 4),
+    *[("scene_image", value) for value in WIRE_IMAGES[2:]],
+    ("style_image", "data:x"),
+    ("style_image", 4),
 ]
 
 
@@ -284,18 +322,20 @@ def test_the_client_sends_only_valid_generations(sandbox, api, runner, client, i
     kwargs["n"] = data.draw(st.sampled_from([None, 1, 4, 9]))
     kwargs["aspect_ratio"] = data.draw(st.sampled_from([None, *model.aspect_ratios]))
     kwargs["watermark"] = data.draw(st.sampled_from([None, True, False]))
-    breaks = _typed_breaks({
-        "prompt": ["", "q" * 2501],
-        "model_name": ["kling-v9", *[m.name for m in LIVE]],
-        "negative_prompt": ["blurry"],
-        "image": [*bad, None, good[0]],
-        "image_reference": ["subject", "face", "style"],
-        "image_fidelity": [0.5, 1.5],
-        "human_fidelity": [0.3, -1.0],
-        "resolution": ["1k", "2k", "8k"],
-        "n": [0, 10],
-        "aspect_ratio": ["5:4", "21:9"],
-    })
+    breaks = _typed_breaks(
+        {
+            "prompt": ["", "q" * 2501],
+            "model_name": ["kling-v9", *[m.name for m in LIVE]],
+            "negative_prompt": ["blurry"],
+            "image": [*bad, None, good[0]],
+            "image_reference": ["subject", "face", "style"],
+            "image_fidelity": [0.5, 1.5],
+            "human_fidelity": [0.3, -1.0],
+            "resolution": ["1k", "2k", "8k"],
+            "n": [0, 10],
+            "aspect_ratio": ["5:4", "21:9"],
+        }
+    )
     for name, value in data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(breaks), min_size=1, max_size=2))):
         kwargs[name] = value
     _send_through_client(sandbox, api, runner, client, GenerationRequest(**kwargs), "/v1/images/generations")
@@ -315,15 +355,17 @@ def test_the_client_sends_only_valid_multi_image_requests(sandbox, api, runner, 
         "n": data.draw(st.sampled_from([None, 1, 9])),
         "aspect_ratio": data.draw(st.sampled_from([None, *model.aspect_ratios])),
     }
-    breaks = _typed_breaks({
-        "subject_images": [[], [good[0]] * 5, *[[b] for b in bad], [good[0], bad[0]]],
-        "prompt": ["w" * 2501],
-        "model_name": ["kling-v1", "kling-v3", "kling-v9"],
-        "scene_image": bad,
-        "style_image": bad,
-        "n": [0, 12],
-        "aspect_ratio": ["5:4"],
-    })
+    breaks = _typed_breaks(
+        {
+            "subject_images": [[], [good[0]] * 5, *[[b] for b in bad], [good[0], bad[0]]],
+            "prompt": ["w" * 2501],
+            "model_name": ["kling-v1", "kling-v3", "kling-v9"],
+            "scene_image": bad,
+            "style_image": bad,
+            "n": [0, 12],
+            "aspect_ratio": ["5:4"],
+        }
+    )
     for name, value in data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(breaks), min_size=1, max_size=2))):
         kwargs[name] = value
     _send_through_client(sandbox, api, runner, client, MultiImageRequest(**kwargs), "/v1/images/multi-image2image")

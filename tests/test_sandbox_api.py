@@ -15,19 +15,61 @@ MULTI = "/v1/images/multi-image2image"
 
 # Every example body of kling-image-api.md, with the units it should cost.
 DOC_EXAMPLES = {
-    "basic": ({"model_name": "kling-v1", "prompt": "A futuristic cityscape at night with neon lights and flying cars",
-               "n": 4, "aspect_ratio": "16:9", "resolution": "1k"}, "4"),
-    "negative": ({"model_name": "kling-v1", "prompt": "Beautiful landscape with mountains and lake",
-                  "negative_prompt": "people, buildings, cars, text, watermark, blur, low quality",
-                  "n": 2, "aspect_ratio": "16:9"}, "2"),
-    "subject": ({"model_name": "kling-v1-5", "prompt": "The person in a superhero costume flying through the sky",
-                 "image": "https://example.com/reference.jpg", "image_reference": "subject",
-                 "image_fidelity": 0.7, "human_fidelity": 0.5, "n": 2, "aspect_ratio": "16:9"}, "4"),
-    "face": ({"model_name": "kling-v1-5", "prompt": "Portrait in Renaissance painting style",
-              "image": "https://example.com/face.jpg", "image_reference": "face", "image_fidelity": 0.8,
-              "n": 1, "aspect_ratio": "3:4"}, "2"),
-    "2k": ({"model_name": "kling-v2", "prompt": "Detailed macro photography of a butterfly wing",
-            "n": 1, "aspect_ratio": "1:1", "resolution": "2k"}, "4"),
+    "basic": (
+        {
+            "model_name": "kling-v1",
+            "prompt": "A futuristic cityscape at night with neon lights and flying cars",
+            "n": 4,
+            "aspect_ratio": "16:9",
+            "resolution": "1k",
+        },
+        "4",
+    ),
+    "negative": (
+        {
+            "model_name": "kling-v1",
+            "prompt": "Beautiful landscape with mountains and lake",
+            "negative_prompt": "people, buildings, cars, text, watermark, blur, low quality",
+            "n": 2,
+            "aspect_ratio": "16:9",
+        },
+        "2",
+    ),
+    "subject": (
+        {
+            "model_name": "kling-v1-5",
+            "prompt": "The person in a superhero costume flying through the sky",
+            "image": "https://example.com/reference.jpg",
+            "image_reference": "subject",
+            "image_fidelity": 0.7,
+            "human_fidelity": 0.5,
+            "n": 2,
+            "aspect_ratio": "16:9",
+        },
+        "4",
+    ),
+    "face": (
+        {
+            "model_name": "kling-v1-5",
+            "prompt": "Portrait in Renaissance painting style",
+            "image": "https://example.com/face.jpg",
+            "image_reference": "face",
+            "image_fidelity": 0.8,
+            "n": 1,
+            "aspect_ratio": "3:4",
+        },
+        "2",
+    ),
+    "2k": (
+        {
+            "model_name": "kling-v2",
+            "prompt": "Detailed macro photography of a butterfly wing",
+            "n": 1,
+            "aspect_ratio": "1:1",
+            "resolution": "2k",
+        },
+        "4",
+    ),
 }
 
 
@@ -153,8 +195,19 @@ def test_validation_answers_the_first_problems_code_and_lists_all(http, sandbox)
     assert_error(http.post(GEN, json={"n": 1}), 400, 1200)  # prompt missing: a shape problem
     assert_error(http.post(GEN, json={"prompt": "x", "model_name": "kling-v9"}), 404, 1203)
     body = assert_error(
-        http.post(GEN, json={"prompt": "x", "model_name": "kling-v1-5", "image": "https://example.com/a.jpg",
-                             "image_reference": "face", "negative_prompt": "blur"}), 400, 1201)
+        http.post(
+            GEN,
+            json={
+                "prompt": "x",
+                "model_name": "kling-v1-5",
+                "image": "https://example.com/a.jpg",
+                "image_reference": "face",
+                "negative_prompt": "blur",
+            },
+        ),
+        400,
+        1201,
+    )
     assert "negative_prompt: cannot be used together with a reference image" in body["message"]
     assert_error(http.post(GEN, content=b"{not json", headers={"content-type": "application/json"}), 400, 1200)
     assert_error(http.post(GEN, json=["a list"]), 400, 1200)
@@ -170,7 +223,9 @@ def test_slots_are_held_until_tasks_end_and_shared_by_both_endpoints(slow):
     create(http, MULTI, model_name="kling-v2", subject_image_list=[{"subject_image": "https://example.com/s.png"}], n=4)
     assert sb.state.slots_in_use() == 9
     assert_error(http.post(GEN, json={"prompt": "one more", "n": 1}), 429, 1303)
-    refused = assert_error(http.post(MULTI, json={"subject_image_list": [{"subject_image": "https://example.com/s.png"}]}), 429, 1303)
+    refused = assert_error(
+        http.post(MULTI, json={"subject_image_list": [{"subject_image": "https://example.com/s.png"}]}), 429, 1303
+    )
     assert refused["message"] == "parallel task over resource pack limit"
     assert sb.state.counters()["tasks_created"] == 2
     sb.state.clock.advance(200)
@@ -212,7 +267,9 @@ def test_list_pages_newest_first_with_a_short_last_page(slow):
     assert http.get(MULTI).json()["data"] == []
 
 
-@pytest.mark.parametrize("params", [{"pageNum": 0}, {"pageNum": 1001}, {"pageSize": 0}, {"pageSize": 501}, {"pageNum": "two"}])
+@pytest.mark.parametrize(
+    "params", [{"pageNum": 0}, {"pageNum": 1001}, {"pageSize": 0}, {"pageSize": 501}, {"pageNum": "two"}]
+)
 def test_list_bounds_are_enforced(http, params):
     assert_error(http.get(GEN, params=params), 400, 1201)
 
@@ -222,18 +279,33 @@ def test_list_bounds_inclusive(http):
 
 
 def test_multi_image_task_runs_like_a_generation(http):
-    task = create(http, MULTI, model_name="kling-v2-1", prompt="two friends",
-                  subject_image_list=[{"subject_image": "https://example.com/a.png"},
-                                      {"subject_image": "https://example.com/b.png"}],
-                  n=2, aspect_ratio="1:1", external_task_id="multi-1")
+    task = create(
+        http,
+        MULTI,
+        model_name="kling-v2-1",
+        prompt="two friends",
+        subject_image_list=[
+            {"subject_image": "https://example.com/a.png"},
+            {"subject_image": "https://example.com/b.png"},
+        ],
+        n=2,
+        aspect_ratio="1:1",
+        external_task_id="multi-1",
+    )
     done = wait_for(lambda: (t := get(http, "multi-1", MULTI))["task_status"] == "succeed" and t)
     assert done["task_id"] == task["task_id"]
     assert done["final_unit_deduction"] == "4"
     assert len(done["task_result"]["images"]) == 2
     assert [t["task_id"] for t in http.get(MULTI).json()["data"]] == [task["task_id"]]
     assert_error(http.post(MULTI, json={"model_name": "kling-v2"}), 400, 1200)
-    assert_error(http.post(MULTI, json={"model_name": "kling-v1",
-                                        "subject_image_list": [{"subject_image": "https://example.com/a.png"}]}), 400, 1201)
+    assert_error(
+        http.post(
+            MULTI,
+            json={"model_name": "kling-v1", "subject_image_list": [{"subject_image": "https://example.com/a.png"}]},
+        ),
+        400,
+        1201,
+    )
 
 
 def test_costs_report_the_pack_going_down_and_are_rate_limited(sandbox_config):

@@ -13,8 +13,14 @@ from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_API_KEY, DEFAULT_SECRE
 LIST = "/v1/images/generations"
 
 
-def kling_jwt(access_key: str = DEFAULT_ACCESS_KEY, secret_key: str = DEFAULT_SECRET_KEY, *,
-              now: float | None = None, exp_in: int = 1800, nbf_in: int = -5) -> str:
+def kling_jwt(
+    access_key: str = DEFAULT_ACCESS_KEY,
+    secret_key: str = DEFAULT_SECRET_KEY,
+    *,
+    now: float | None = None,
+    exp_in: int = 1800,
+    nbf_in: int = -5,
+) -> str:
     """Exactly as kling-protocol.md says: HS256, iss = access key, exp = now+1800, nbf = now-5."""
     now = int(time.time() if now is None else now)
     claims = {"iss": access_key, "exp": now + exp_in, "nbf": now + nbf_in}
@@ -78,7 +84,9 @@ def test_a_jwt_expires_on_the_sandbox_clock(sandbox):
 
 
 def test_a_sandbox_without_an_api_key_accepts_only_jwts():
-    with Sandbox(SandboxConfig(api_key=None, access_key="ak-2", secret_key="sk-2-a-second-secret-of-32-bytes-or-more")) as sb:
+    with Sandbox(
+        SandboxConfig(api_key=None, access_key="ak-2", secret_key="sk-2-a-second-secret-of-32-bytes-or-more")
+    ) as sb:
         assert_refused(ask(sb, f"Bearer {DEFAULT_API_KEY}"), 1000)
         assert_refused(ask(sb, f"Bearer {kling_jwt()}"), 1000)
         assert ask(sb, f"Bearer {kling_jwt('ak-2', 'sk-2-a-second-secret-of-32-bytes-or-more')}").status_code == 200

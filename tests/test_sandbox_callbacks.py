@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from kling_tui.sandbox import DEFAULT_API_KEY, Sandbox, SandboxConfig
 from kling_tui.api.webhooks import generate_secret, verify
+from kling_tui.sandbox import DEFAULT_API_KEY, Sandbox, SandboxConfig
 
 GEN = "/v1/images/generations"
 
@@ -37,7 +37,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/kling-hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         self.thread.start()
         return self
 

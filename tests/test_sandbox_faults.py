@@ -14,7 +14,9 @@ GEN = "/v1/images/generations"
 
 @pytest.fixture
 def http(sandbox):
-    with httpx.Client(base_url=sandbox.base_url, headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"}, timeout=10) as c:
+    with httpx.Client(
+        base_url=sandbox.base_url, headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"}, timeout=10
+    ) as c:
         yield c
 
 

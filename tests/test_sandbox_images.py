@@ -18,7 +18,9 @@ DAY = 86400
 
 @pytest.fixture
 def http(sandbox):
-    with httpx.Client(base_url=sandbox.base_url, headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"}, timeout=10) as c:
+    with httpx.Client(
+        base_url=sandbox.base_url, headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"}, timeout=10
+    ) as c:
         yield c
 
 
@@ -45,7 +47,12 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     "model, ratio, resolution, megapixels",
-    [("kling-v1", "16:9", "1k", 1), ("kling-v1", "3:4", "1k", 1), ("kling-v2", "1:1", "2k", 4), ("kling-v2", "21:9", "2k", 4)],
+    [
+        ("kling-v1", "16:9", "1k", 1),
+        ("kling-v1", "3:4", "1k", 1),
+        ("kling-v2", "1:1", "2k", 4),
+        ("kling-v2", "21:9", "2k", 4),
+    ],
 )
 def test_image_size_follows_ratio_and_resolution(http, model, ratio, resolution, megapixels):
     task = finished(http, model_name=model, prompt="a lighthouse", aspect_ratio=ratio, resolution=resolution)
@@ -68,10 +75,13 @@ def test_16_9_at_1k_is_about_1344_by_768(http):
 def test_restyle_keeps_the_input_size(http):
     source = io.BytesIO()
     Image.new("RGB", (640, 480), "teal").save(source, format="PNG")
-    task = finished(http, model_name="kling-v2", prompt="as a watercolour",
-                    image=base64.b64encode(source.getvalue()).decode())
+    task = finished(
+        http, model_name="kling-v2", prompt="as a watercolour", image=base64.b64encode(source.getvalue()).decode()
+    )
     assert png_size(fetch(task["task_result"]["images"][0]["url"]).content) == (640, 480)
-    by_url = finished(http, model_name="kling-v2-new", prompt="as ink", image="https://example.com/p.png", aspect_ratio="1:1")
+    by_url = finished(
+        http, model_name="kling-v2-new", prompt="as ink", image="https://example.com/p.png", aspect_ratio="1:1"
+    )
     assert png_size(fetch(by_url["task_result"]["images"][0]["url"]).content) == (1024, 1024)
 
 

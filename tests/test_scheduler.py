@@ -10,9 +10,9 @@ import pytest
 from kling_tui.api.auth import ApiKeyAuth
 from kling_tui.api.client import KlingClient
 from kling_tui.api.types import GenerationRequest
+from kling_tui.history.store import HistoryStore
 from kling_tui.sandbox import DEFAULT_API_KEY
 from kling_tui.work.budget import SlotBudget
-from kling_tui.history.store import HistoryStore
 from kling_tui.work.tracker import Tracker
 from kling_tui.work.workbench import Workbench
 
@@ -56,7 +56,9 @@ async def wait_until(condition, timeout=15.0):
 def make_bench(sandbox, concurrency=9, store=None):
     client = KlingClient(sandbox.base_url, ApiKeyAuth(DEFAULT_API_KEY), backoff=0.01)
     tracker = Tracker(client, min_interval=0.02, max_interval=0.1)
-    return Workbench(client, store or HistoryStore(), client.caps or _caps(), tracker=tracker, budget=SlotBudget(concurrency))
+    return Workbench(
+        client, store or HistoryStore(), client.caps or _caps(), tracker=tracker, budget=SlotBudget(concurrency)
+    )
 
 
 def _caps():

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from kling_tui.base import locations
 from kling_tui.api.auth import ApiKeyAuth, Credentials, JwtAuth, auth_from
 from kling_tui.api.capabilities import default_capabilities
 from kling_tui.api.client import KlingClient
-from kling_tui.config import Settings, config_permission_warning, load_settings, save_settings
 from kling_tui.api.errors import InvalidRequest, KlingError, NetworkError
 from kling_tui.api.types import GenerationRequest
-from kling_tui.sandbox import Sandbox, SandboxConfig
-from kling_tui.history.store import HistoryStore
+from kling_tui.base import locations
+from kling_tui.config import Settings, config_permission_warning, load_settings, save_settings
 from kling_tui.history.index import ACTIVE_STATUSES
+from kling_tui.history.store import HistoryStore
+from kling_tui.sandbox import Sandbox, SandboxConfig
 from kling_tui.work.tracker import Tracker
 from kling_tui.work.workbench import Workbench
 
@@ -45,15 +45,21 @@ def files_with_secrets(root: Path, *extra: str, skip: Path | None = None) -> lis
     for path in root.rglob("*"):
         if path.is_file() and path != skip:
             data = path.read_bytes()
-            found += [f"{path.relative_to(root)}: {s[:6]}..." for s in (SECRET_KEY, API_KEY, *extra) if s.encode() in data]
+            found += [
+                f"{path.relative_to(root)}: {s[:6]}..." for s in (SECRET_KEY, API_KEY, *extra) if s.encode() in data
+            ]
     return found
 
 
 @pytest.fixture
 def sandbox():
     config = SandboxConfig(
-        submitted_seconds=0.02, processing_seconds=0.05, seed=9,
-        access_key=ACCESS_KEY, secret_key=SECRET_KEY, api_key=API_KEY,
+        submitted_seconds=0.02,
+        processing_seconds=0.05,
+        seed=9,
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        api_key=API_KEY,
     )
     with Sandbox(config) as sb:
         yield sb
@@ -126,7 +132,9 @@ async def test_authentication_and_network_errors_do_not_carry_secrets(sandbox):
         shown = f"{client!r} {client.auth!r}"
     tokens = [wrong.token(), jwt_auth().token()]
     for error in errors:
-        assert secrets_in(f"{error!s} {error!r} {error.args!r}", SECRET_KEY + "-wrong", API_KEY + "-wrong", *tokens) == []
+        assert (
+            secrets_in(f"{error!s} {error!r} {error.args!r}", SECRET_KEY + "-wrong", API_KEY + "-wrong", *tokens) == []
+        )
     assert secrets_in(shown, *tokens) == []
 
 
@@ -137,8 +145,15 @@ def test_reprs_never_show_keys():
     token = auth.token()
     client = KlingClient("http://127.0.0.1:9", auth)
     shown = [
-        repr(credentials), str(credentials), repr(auth), str(auth), repr(ApiKeyAuth(API_KEY)),
-        repr(auth_from(credentials)), repr(client), repr(settings), str(settings),
+        repr(credentials),
+        str(credentials),
+        repr(auth),
+        str(auth),
+        repr(ApiKeyAuth(API_KEY)),
+        repr(auth_from(credentials)),
+        repr(client),
+        repr(settings),
+        str(settings),
     ]
     for text in shown:
         assert secrets_in(text, token) == [], text

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from benchmarks.fixtures import populate
 from kling_tui.config import load_settings
 from kling_tui.sandbox.render import output_size, render_png
-from benchmarks.fixtures import populate
 from kling_tui.ui.app import make_app
 from tests.tui_helpers import sandbox_history, wait_for
 

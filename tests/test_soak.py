@@ -17,10 +17,10 @@ from kling_tui.api.auth import JwtAuth
 from kling_tui.api.capabilities import default_capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.types import GenerationRequest
+from kling_tui.history.index import ACTIVE_STATUSES
+from kling_tui.history.store import HistoryStore
 from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox, SandboxConfig
 from kling_tui.work.budget import SlotBudget
-from kling_tui.history.store import HistoryStore
-from kling_tui.history.index import ACTIVE_STATUSES
 from kling_tui.work.tracker import Tracker
 from kling_tui.work.workbench import Workbench
 
@@ -93,7 +93,9 @@ async def test_every_task_reaches_a_final_state_under_faults(sandbox):
         for i in range(TASKS):
             prompt = f"soak {i} #fail" if i % 10 == 3 else f"soak {i}"
             bench.enqueue(GenerationRequest(prompt=prompt))
-        await wait_until(lambda: not store.count(status=ACTIVE_STATUSES) or unconfirmed_only(store, bench), SETTLE_TIMEOUT)
+        await wait_until(
+            lambda: not store.count(status=ACTIVE_STATUSES) or unconfirmed_only(store, bench), SETTLE_TIMEOUT
+        )
         # What the next start does: look up creates never confirmed.
         restarts = 0
         while store.count(status=ACTIVE_STATUSES) and restarts < RESTARTS:
@@ -112,13 +114,12 @@ async def test_every_task_reaches_a_final_state_under_faults(sandbox):
     statuses = Counter(row.status for row in rows)
     on_server = Counter(t.external_task_id for t in server_tasks)
     lost = [
-        t.task_id for t in server_tasks
+        t.task_id
+        for t in server_tasks
         if (r := store.find_by_external_id(t.external_task_id or "")) is None or r.task_id != t.task_id
     ]
     duplicates = sum(times - 1 for times in on_server.values()) + counters["tasks_created"] - len(server_tasks)
-    reasons = Counter(
-        (store.get(row.local_id).status_msg or "")[:60] for row in rows if row.status == "not_created"
-    )
+    reasons = Counter((store.get(row.local_id).status_msg or "")[:60] for row in rows if row.status == "not_created")
     requests = sum(counters_under_faults[e] for e in ENDPOINTS)
     print(
         f"\nfault soak: tasks={len(rows)} final={dict(statuses)} server_tasks={len(server_tasks)} "

@@ -8,9 +8,9 @@ import tomllib
 
 import pytest
 
-from kling_tui.base import locations
-from kling_tui.api.types import GenerationRequest, MultiImageRequest
 from benchmarks.fixtures import populate
+from kling_tui.api.types import GenerationRequest, MultiImageRequest
+from kling_tui.base import locations
 from kling_tui.history.store import HistoryStore, TaskRecord, TaskRow
 
 
@@ -30,12 +30,19 @@ def test_new_record_is_written_at_once_and_reads_back_equal(store):
     assert len(record.external_task_id) == 32
     assert (locations.history_dir() / record.local_id / "task.toml").is_file()
     assert store.get(record.local_id) == record
-    assert (record.prompt, record.model, record.n, record.aspect_ratio) == ("a lighthouse at dawn", "kling-v1", 2, "16:9")
+    assert (record.prompt, record.model, record.n, record.aspect_ratio) == (
+        "a lighthouse at dawn",
+        "kling-v1",
+        2,
+        "16:9",
+    )
     assert record.is_active and not record.is_final
 
 
 def test_full_record_roundtrips_through_a_restart(store):
-    record = store.new_record("multi", MultiImageRequest(subject_images=["a.png", "b.png"], prompt="two cats").params(), "ext-1")
+    record = store.new_record(
+        "multi", MultiImageRequest(subject_images=["a.png", "b.png"], prompt="two cats").params(), "ext-1"
+    )
     record.status = "succeed"
     record.task_id = "860000000000000001"
     record.submitted_at = record.created_at + 0.5
@@ -57,7 +64,13 @@ def test_full_record_roundtrips_through_a_restart(store):
         row = again.recent(1)[0]
         assert isinstance(row, TaskRow)
         assert (row.kind, row.prompt, row.status, row.units, row.starred, row.image_count, row.group) == (
-            "multi", "two cats", "succeed", "4", True, 2, "cats"
+            "multi",
+            "two cats",
+            "succeed",
+            "4",
+            True,
+            2,
+            "cats",
         )
         assert again.find_by_task_id("860000000000000001") == record
         assert again.find_by_external_id("ext-1") == record
@@ -121,7 +134,7 @@ def test_record_file_is_human_readable_and_holds_no_credentials(store):
     assert data["status"] == "pending"
     assert data["params"]["prompt"] == "a lighthouse at dawn"
     assert data["created_at"].year >= 2024  # a real TOML date, not an opaque number
-    assert "prompt = \"a lighthouse at dawn\"" in text
+    assert 'prompt = "a lighthouse at dawn"' in text
 
 
 def test_writes_leave_no_temp_files_and_always_parse(store):

@@ -26,7 +26,9 @@ def sandbox_config():
 
 @pytest.fixture
 async def client(sandbox):
-    async with KlingClient(sandbox.base_url, JwtAuth(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY), backoff=0.01, max_backoff=0.05) as c:
+    async with KlingClient(
+        sandbox.base_url, JwtAuth(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY), backoff=0.01, max_backoff=0.05
+    ) as c:
         yield c
 
 
@@ -187,9 +189,7 @@ async def test_interval_grows_only_while_the_service_fails(sandbox, client):
 
 
 async def test_run_reports_changes_survives_errors_and_stops_on_cancel(sandbox):
-    async with KlingClient(
-        sandbox.base_url, JwtAuth(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY), max_retries=0
-    ) as client:
+    async with KlingClient(sandbox.base_url, JwtAuth(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY), max_retries=0) as client:
         tracker = Tracker(client, min_interval=0.01, max_interval=0.05)
         changes: list[StatusChange] = []
         errors: list[Exception] = []

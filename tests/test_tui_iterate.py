@@ -164,7 +164,10 @@ async def test_variants_fan_out_as_one_group_after_confirming(sandbox):
     rows = sandbox_history().recent(10)
     assert {r.group for r in rows} != {None} and len({r.group for r in rows}) == 1
     assert sorted((r.prompt, r.model) for r in rows) == [
-        ("a kettle", "kling-v1"), ("a kettle", "kling-v2"), ("a teapot", "kling-v1"), ("a teapot", "kling-v2"),
+        ("a kettle", "kling-v1"),
+        ("a kettle", "kling-v2"),
+        ("a teapot", "kling-v1"),
+        ("a teapot", "kling-v2"),
     ]
 
 

@@ -7,12 +7,12 @@ import stat
 
 from textual.widgets import Input, TextArea
 
-from kling_tui.config import load_settings
-from kling_tui.sandbox import DEFAULT_API_KEY
-from kling_tui.base.locations import history_dir
-from kling_tui.api.types import GenerationRequest
 from benchmarks.fixtures import populate
+from kling_tui.api.types import GenerationRequest
+from kling_tui.base.locations import history_dir
+from kling_tui.config import load_settings
 from kling_tui.history.store import HistoryStore
+from kling_tui.sandbox import DEFAULT_API_KEY
 from kling_tui.ui.app import make_app
 from kling_tui.ui.dialogs import HelpScreen, SetupScreen
 from tests.tui_helpers import cell_text, sandbox_history, wait_for
@@ -77,7 +77,9 @@ async def test_markup_in_prompts_and_messages_is_shown_literally(sandbox):
 async def test_escape_sequences_from_history_never_reach_the_terminal(sandbox):
     store = sandbox_history()
     record = store.new_record("generation", {"prompt": "calm \x1b]0;pwned\x07 \x1b[2J sea", "n": 1})
-    store.update(record.local_id, status="failed", status_msg="[red]bad[/red] \x1b[31mreason", finished_at=record.created_at + 5)
+    store.update(
+        record.local_id, status="failed", status_msg="[red]bad[/red] \x1b[31mreason", finished_at=record.created_at + 5
+    )
     store.close()
     app = app_for(sandbox)
     async with app.run_test(size=(160, 36)) as pilot:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Protocol
 
 import jwt
 
@@ -55,7 +56,7 @@ class Credentials:
         return not (self.access_key or self.secret_key or self.api_key)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Credentials":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
@@ -63,6 +64,16 @@ class Credentials:
             return value or None
 
         return cls(get(ENV_ACCESS_KEY), get(ENV_SECRET_KEY), get(ENV_API_KEY))
+
+
+class Auth(Protocol):
+    """What the client needs of a credential: a header to send, and a way to drop a stale one."""
+
+    scheme: str
+
+    def authorization_header(self) -> str: ...
+
+    def invalidate(self) -> None: ...
 
 
 class JwtAuth:
@@ -114,7 +125,7 @@ class JwtAuth:
         self._token = jwt.encode(claims, self._secret_key, algorithm="HS256", headers={"alg": "HS256", "typ": "JWT"})
         # A clock that jumps back before the signing time also forces a new token (see token()).
         self._signed_at = now
-        self._expires_at = claims["exp"]
+        self._expires_at = now + self.lifetime
         self.signed_count += 1
 
     def invalidate(self) -> None:
@@ -155,7 +166,9 @@ def auth_from(credentials: Credentials, *, clock: Callable[[], float] = time.tim
     if credentials.has_key_pair:
         return JwtAuth(credentials.access_key or "", credentials.secret_key or "", clock=clock)
     if credentials.access_key and not credentials.secret_key:
-        raise MissingCredentials(f"an access key is set but no secret key: set {ENV_SECRET_KEY} or add it to the config")
+        raise MissingCredentials(
+            f"an access key is set but no secret key: set {ENV_SECRET_KEY} or add it to the config"
+        )
     if credentials.secret_key and not credentials.access_key:
         raise MissingCredentials(f"a secret key is set but no access key: set {ENV_ACCESS_KEY} or add it to the config")
     raise MissingCredentials(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 IMAGE_MODES = ("entire", "subject", "face", "restyle")
 REFERENCE_TYPES = ("subject", "face")
@@ -34,9 +35,7 @@ class ModelCaps:
     @property
     def requires_reference(self) -> bool:
         """An `image` on this model must come with an `image_reference`."""
-        return bool(self.reference_types) and not (
-            {"entire", "restyle"} & set(self.image_modes)
-        )
+        return bool(self.reference_types) and not ({"entire", "restyle"} & set(self.image_modes))
 
     @property
     def restyle(self) -> bool:
@@ -104,9 +103,7 @@ def load_capabilities(overrides: Mapping[str, Any] | None = None) -> Capabilitie
     model keeps every field the override does not name.
     """
     data = _packaged()
-    models: dict[str, ModelCaps] = {
-        name: _model_from(name, fields_, None) for name, fields_ in data["models"].items()
-    }
+    models: dict[str, ModelCaps] = {name: _model_from(name, fields_, None) for name, fields_ in data["models"].items()}
     default = data.get("default_model", "kling-v1")
     if overrides:
         for name, fields_ in (overrides.get("models") or {}).items():

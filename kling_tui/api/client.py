@@ -9,6 +9,7 @@ up by its `external_task_id`, which every create carries.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import random
 import time
@@ -21,7 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from kling_tui import __version__ as _version
-from kling_tui.api.auth import ApiKeyAuth, JwtAuth
+from kling_tui.api.auth import Auth, JwtAuth
 from kling_tui.api.capabilities import Capabilities
 from kling_tui.api.download import MAX_DOWNLOAD_BYTES, download_image
 from kling_tui.api.errors import CREATE_AMBIGUOUS, KlingError, NetworkError
@@ -65,7 +66,7 @@ class KlingClient:
     def __init__(
         self,
         base_url: str,
-        auth: JwtAuth | ApiKeyAuth,
+        auth: Auth,
         *,
         timeout: float = 30.0,
         max_retries: int = 4,
@@ -100,7 +101,7 @@ class KlingClient:
     def __repr__(self) -> str:
         return f"KlingClient({self.base_url!r}, auth={self.auth!r})"
 
-    async def __aenter__(self) -> "KlingClient":
+    async def __aenter__(self) -> KlingClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -181,9 +182,9 @@ class KlingClient:
 
     async def list_all(
         self, kind: Kind | str = "generation", page_size: int = PAGE_SIZE_MAX, max_pages: int = 1000
-    ) -> list[Task]:
+    ) -> builtins.list[Task]:
         """Every task, paging until a page is shorter than `page_size` (the API gives no total)."""
-        tasks: list[Task] = []
+        tasks: builtins.list[Task] = []
         for page in range(1, max_pages + 1):
             batch = await self.list(page=page, page_size=page_size, kind=kind)
             tasks.extend(batch)
@@ -191,7 +192,9 @@ class KlingClient:
                 break
         return tasks
 
-    async def account_costs(self, start_ms: int | None = None, end_ms: int | None = None) -> list[ResourcePack]:
+    async def account_costs(
+        self, start_ms: int | None = None, end_ms: int | None = None
+    ) -> builtins.list[ResourcePack]:
         """Resource packs active within the time range (default: the past year until now)."""
         end = end_ms if end_ms is not None else int(time.time() * 1000)
         start = start_ms if start_ms is not None else max(0, end - COSTS_DEFAULT_SPAN_MS)
@@ -258,7 +261,9 @@ class KlingClient:
             self.stats.resigns += 1
             return await self._exchange(method, path, params=params, json=json, is_read=is_read)
 
-    async def _exchange(self, method: str, path: str, *, params: dict[str, Any] | None, json: Any, is_read: bool) -> Any:
+    async def _exchange(
+        self, method: str, path: str, *, params: dict[str, Any] | None, json: Any, is_read: bool
+    ) -> Any:
         where = f"{method} {path}"
         headers = {"Authorization": self.auth.authorization_header()}
         self.stats.requests += 1
@@ -280,7 +285,10 @@ class KlingClient:
             if response.status_code >= 400:
                 # Not Kling's envelope: a proxy or gateway answered.
                 raise KlingError.from_response(
-                    response.status_code, None, f"HTTP {response.status_code} {response.reason_phrase}".strip(), None,
+                    response.status_code,
+                    None,
+                    f"HTTP {response.status_code} {response.reason_phrase}".strip(),
+                    None,
                     is_read=is_read,
                 )
             raise NetworkError(f"the server's answer is not valid Kling JSON ({where})", maybe_sent=True)

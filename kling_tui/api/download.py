@@ -153,7 +153,9 @@ async def _fetch(http: httpx.AsyncClient, url: httpx.URL, out, max_bytes: int) -
                     continue
                 if response.status_code != 200:
                     gone = response.status_code in (404, 410)
-                    reason = "the image no longer exists (result URLs expire after 30 days)" if gone else "download failed"
+                    reason = (
+                        "the image no longer exists (result URLs expire after 30 days)" if gone else "download failed"
+                    )
                     raise DownloadError(
                         f"{reason}: HTTP {response.status_code}",
                         http_status=response.status_code,

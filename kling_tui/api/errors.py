@@ -82,7 +82,7 @@ class KlingError(Exception):
     @classmethod
     def from_response(
         cls, http_status: int, code: int | None, message: str | None, request_id: str | None, *, is_read: bool
-    ) -> "KlingError":
+    ) -> KlingError:
         info = CODES.get(code) if code is not None else None
         if info is None:
             retry = http_status >= 500 and is_read

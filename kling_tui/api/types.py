@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from kling_tui.api.capabilities import Capabilities, default_capabilities
 from kling_tui.api.errors import InvalidRequest, Problem
@@ -98,7 +99,11 @@ class GenerationRequest:
         if not problems:
             problems = validate_generation(payload, caps, image_bytes=raw)
         else:
-            problems += [p for p in validate_generation({**payload, "image": "https://local.invalid/x.png"}, caps) if p.field != "image"]
+            problems += [
+                p
+                for p in validate_generation({**payload, "image": "https://local.invalid/x.png"}, caps)
+                if p.field != "image"
+            ]
         if problems and raise_on_problems:
             raise InvalidRequest(problems)
         return payload, problems
@@ -167,8 +172,12 @@ class MultiImageRequest:
 def request_from_params(kind: str, params: Mapping[str, Any]) -> GenerationRequest | MultiImageRequest:
     """Rebuild a request from recorded parameters (history, the CLI, the form)."""
     if kind == "multi":
-        return MultiImageRequest(**{k: v for k, v in params.items() if k in MultiImageRequest.__dataclass_fields__ and k != "kind"})
-    return GenerationRequest(**{k: v for k, v in params.items() if k in GenerationRequest.__dataclass_fields__ and k != "kind"})
+        return MultiImageRequest(
+            **{k: v for k, v in params.items() if k in MultiImageRequest.__dataclass_fields__ and k != "kind"}
+        )
+    return GenerationRequest(
+        **{k: v for k, v in params.items() if k in GenerationRequest.__dataclass_fields__ and k != "kind"}
+    )
 
 
 @dataclass(frozen=True)
@@ -196,7 +205,7 @@ class Task:
         return self.task_status in FINAL_STATUSES
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Task":
+    def from_json(cls, data: Mapping[str, Any]) -> Task:
         # Server data: any field but task_id may be missing or of the wrong shape.
         result = data.get("task_result")
         raw_images = result.get("images") if isinstance(result, Mapping) else None
@@ -240,7 +249,7 @@ class ResourcePack:
     invalid_time: int | None = None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ResourcePack":
+    def from_json(cls, data: Mapping[str, Any]) -> ResourcePack:
         return cls(
             name=str(data.get("resource_pack_name", "")),
             total=float(data.get("total_quantity") or 0),

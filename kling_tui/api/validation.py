@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from kling_tui.api.capabilities import REFERENCE_TYPES, Capabilities, ModelCaps, default_capabilities
@@ -116,11 +117,10 @@ def _check_common(payload: Mapping[str, Any], model: ModelCaps | None) -> list[P
         elif not N_MIN <= n <= N_MAX:
             problems.append(Problem("n", f"must be from {N_MIN} to {N_MAX} (got {n})"))
     ratio = payload.get("aspect_ratio")
-    if ratio is not None and model is not None:
-        if not isinstance(ratio, str) or ratio not in model.aspect_ratios:
-            problems.append(
-                Problem("aspect_ratio", f"{model.name} supports {', '.join(model.aspect_ratios)} (got {ratio!r})")
-            )
+    if ratio is not None and model is not None and (not isinstance(ratio, str) or ratio not in model.aspect_ratios):
+        problems.append(
+            Problem("aspect_ratio", f"{model.name} supports {', '.join(model.aspect_ratios)} (got {ratio!r})")
+        )
     callback = payload.get("callback_url")
     if callback is not None and (not isinstance(callback, str) or not is_http_url(callback)):
         problems.append(Problem("callback_url", "must be an http(s) URL"))
@@ -131,9 +131,7 @@ def _check_common(payload: Mapping[str, Any], model: ModelCaps | None) -> list[P
         elif len(ext) > EXTERNAL_ID_MAX:
             problems.append(Problem("external_task_id", f"must be at most {EXTERNAL_ID_MAX} characters"))
     watermark = payload.get("watermark_info")
-    if watermark is not None and not (
-        isinstance(watermark, Mapping) and isinstance(watermark.get("enabled"), bool)
-    ):
+    if watermark is not None and not (isinstance(watermark, Mapping) and isinstance(watermark.get("enabled"), bool)):
         problems.append(Problem("watermark_info", 'must be {"enabled": true|false}', SHAPE))
     return problems
 
@@ -219,7 +217,9 @@ def validate_generation(
                     Problem("resolution", f"{resolution} is not available for image-to-image on {model.name}")
                 )
         elif resolution is not None and resolution not in model.resolutions:
-            problems.append(Problem("resolution", f"{model.name} supports {', '.join(model.resolutions)} (got {resolution})"))
+            problems.append(
+                Problem("resolution", f"{model.name} supports {', '.join(model.resolutions)} (got {resolution})")
+            )
     return problems
 
 
@@ -238,7 +238,10 @@ def validate_multi_image(
     model, problems = _resolve_model(payload, caps, multi[0] if multi else caps.default_model)
     if model is not None and not model.multi_image:
         problems.append(
-            Problem("model_name", f"multi-image to image is available on {', '.join(multi) or 'no model'} (not {model.name})")
+            Problem(
+                "model_name",
+                f"multi-image to image is available on {', '.join(multi) or 'no model'} (not {model.name})",
+            )
         )
     problems += _check_text(payload, "prompt", required=False)
     problems += _check_common(payload, model)
@@ -246,14 +249,14 @@ def validate_multi_image(
     if subjects is None:
         problems.append(Problem("subject_image_list", "is required (1 to 4 subject images)", SHAPE))
     elif not isinstance(subjects, list):
-        problems.append(Problem("subject_image_list", "must be a list of {\"subject_image\": ...}", SHAPE))
+        problems.append(Problem("subject_image_list", 'must be a list of {"subject_image": ...}', SHAPE))
     elif not SUBJECTS_MIN <= len(subjects) <= SUBJECTS_MAX:
         problems.append(Problem("subject_image_list", f"must hold 1 to 4 subject images (got {len(subjects)})"))
     else:
         for i, item in enumerate(subjects):
             field = f"subject_image_list[{i}]"
             if not isinstance(item, Mapping) or "subject_image" not in item:
-                problems.append(Problem(field, "must be {\"subject_image\": URL or base64}", SHAPE))
+                problems.append(Problem(field, 'must be {"subject_image": URL or base64}', SHAPE))
                 continue
             problems += check_image_value(field, item["subject_image"], images.get(field))
     for field in ("scene_image", "style_image"):

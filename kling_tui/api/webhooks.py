@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 PREFIX = "whsec_"
 DEFAULT_TOLERANCE = 300  # seconds either side of now, as Standard Webhooks recommends
@@ -25,7 +25,7 @@ def generate_secret() -> str:
 
 
 def _key(secret: str) -> bytes:
-    body = secret[len(PREFIX):] if secret.startswith(PREFIX) else secret
+    body = secret[len(PREFIX) :] if secret.startswith(PREFIX) else secret
     try:
         return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
@@ -35,7 +35,7 @@ def _key(secret: str) -> bytes:
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value (`v1,<base64>`) for one message."""
-    content = f"{msg_id}.{int(timestamp)}.".encode("utf-8") + body
+    content = f"{msg_id}.{int(timestamp)}.".encode() + body
     digest = hmac.new(_key(secret), content, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode("ascii")
 

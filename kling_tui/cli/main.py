@@ -49,7 +49,9 @@ def _float_arg(text: str) -> float:
 def _common(parser: argparse.ArgumentParser, *, json_help: str | None = None) -> None:
     # SUPPRESS: without it, this default would overwrite a --sandbox given before the command.
     parser.add_argument(
-        "--sandbox", action="store_true", default=argparse.SUPPRESS,
+        "--sandbox",
+        action="store_true",
+        default=argparse.SUPPRESS,
         help="use an in-process sandbox (also accepted before the command)",
     )
     if json_help:
@@ -65,7 +67,9 @@ def _add_headless_commands(sub) -> None:
         "(nothing sent), 3 API or network error, 4 the task failed.",
     )
     gen.add_argument("prompt", metavar="PROMPT", help="what to draw (at most 2500 characters)")
-    gen.add_argument("--model", metavar="M", help="model_name, e.g. kling-v1, kling-v1-5, kling-v2-1 (default: the config's)")
+    gen.add_argument(
+        "--model", metavar="M", help="model_name, e.g. kling-v1, kling-v1-5, kling-v2-1 (default: the config's)"
+    )
     gen.add_argument("--negative", metavar="TEXT", help="negative_prompt: what to avoid")
     gen.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
     gen.add_argument("--aspect-ratio", metavar="R", help="e.g. 16:9, 1:1, 9:16")
@@ -76,7 +80,9 @@ def _add_headless_commands(sub) -> None:
     gen.add_argument("--human-fidelity", type=_float_arg, metavar="F", help="face similarity, 0-1 (subject only)")
     gen.add_argument("--external-task-id", metavar="ID", help="your own unique id for the task (default: a new UUID)")
     gen.add_argument("--callback-url", metavar="URL", help="the service POSTs each status change here")
-    gen.add_argument("--wait", action="store_true", help="wait until the task ends, save its images and print their paths")
+    gen.add_argument(
+        "--wait", action="store_true", help="wait until the task ends, save its images and print their paths"
+    )
     gen.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
     _common(gen, json_help="print the task as one JSON object")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 INDEX_VERSION = 1
 
@@ -49,8 +50,23 @@ CREATE TABLE IF NOT EXISTS dirty (local_id TEXT PRIMARY KEY);
 
 # Column order of the tasks table; the first 15 are TaskRow's fields.
 _COLUMNS = (
-    "local_id", "created_at", "kind", "model", "prompt", "n", "aspect_ratio", "status", "status_msg",
-    "task_id", "units", "starred", "finished_at", "image_count", "grp", "external_task_id", "search",
+    "local_id",
+    "created_at",
+    "kind",
+    "model",
+    "prompt",
+    "n",
+    "aspect_ratio",
+    "status",
+    "status_msg",
+    "task_id",
+    "units",
+    "starred",
+    "finished_at",
+    "image_count",
+    "grp",
+    "external_task_id",
+    "search",
 )
 _ROW_COLUMNS = ", ".join(_COLUMNS[:15])
 _UPSERT = f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -85,7 +101,7 @@ class TaskRow:
         return self.status in FINAL_LOCAL_STATUSES
 
     @classmethod
-    def from_db(cls, values: Sequence[Any]) -> "TaskRow":
+    def from_db(cls, values: Sequence[Any]) -> TaskRow:
         values = list(values)
         values[11] = bool(values[11])
         return cls(*values)
@@ -98,9 +114,23 @@ def row_values(record: Any) -> tuple:
     image_count = len(record.image_urls) or len(record.image_paths)
     search = "\n".join((prompt, model or "", record.task_id or "")).casefold()
     return (
-        record.local_id, record.created_at, record.kind, model, prompt, record.n, record.aspect_ratio,
-        record.status, record.status_msg, record.task_id, record.units, int(record.starred),
-        record.finished_at, image_count, record.group, record.external_task_id, search,
+        record.local_id,
+        record.created_at,
+        record.kind,
+        model,
+        prompt,
+        record.n,
+        record.aspect_ratio,
+        record.status,
+        record.status_msg,
+        record.task_id,
+        record.units,
+        int(record.starred),
+        record.finished_at,
+        image_count,
+        record.group,
+        record.external_task_id,
+        search,
     )
 
 
@@ -188,7 +218,7 @@ class TaskIndex:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def transaction(self) -> "_Transaction":
+    def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
 
     def mark_dirty(self, local_id: str) -> None:
@@ -229,9 +259,7 @@ class TaskIndex:
     # -- reads -----------------------------------------------------------------------------
 
     def stored_values(self, local_id: str) -> tuple | None:
-        row = self.conn.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE local_id = ?", (local_id,)
-        ).fetchone()
+        row = self.conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE local_id = ?", (local_id,)).fetchone()
         return tuple(row) if row else None
 
     def ids(self) -> set[str]:
@@ -247,10 +275,7 @@ class TaskIndex:
         starred: bool | None = None,
     ) -> list[TaskRow]:
         where, args = _filters(text, status, starred)
-        sql = (
-            f"SELECT {_ROW_COLUMNS} FROM tasks{where} "
-            "ORDER BY created_at DESC, local_id DESC LIMIT ? OFFSET ?"
-        )
+        sql = f"SELECT {_ROW_COLUMNS} FROM tasks{where} ORDER BY created_at DESC, local_id DESC LIMIT ? OFFSET ?"
         return [TaskRow.from_db(r) for r in self.conn.execute(sql, (*args, limit, offset))]
 
     def count(self, *, text=None, status=None, starred=None) -> int:
@@ -278,9 +303,12 @@ class TaskIndex:
         return [tuple(r) for r in self.conn.execute(sql)]
 
     def prompts_newest_first(self) -> Iterator[str]:
-        yield from (r[0] for r in self.conn.execute(
-            "SELECT prompt FROM tasks WHERE prompt != '' ORDER BY created_at DESC, local_id DESC"
-        ))
+        yield from (
+            r[0]
+            for r in self.conn.execute(
+                "SELECT prompt FROM tasks WHERE prompt != '' ORDER BY created_at DESC, local_id DESC"
+            )
+        )
 
 
 def _filters(text, status, starred) -> tuple[str, tuple]:

@@ -24,9 +24,10 @@ import threading
 import time
 import tomllib
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import tomli_w
 
@@ -43,7 +44,7 @@ from kling_tui.history.index import (
     row_values,
 )
 
-__all__ = ["HistoryStore", "TaskRecord", "TaskRow", "RecordError", "SCHEMA_VERSION", "new_local_id", "populate"]
+__all__ = ["SCHEMA_VERSION", "HistoryStore", "RecordError", "TaskRecord", "TaskRow", "new_local_id"]
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "task.toml"
@@ -136,7 +137,7 @@ def new_local_id(now: float | None = None, noise: int | None = None) -> str:
 
 
 def _to_datetime(epoch: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 def _normalise_time(epoch: float | None) -> float | None:
@@ -190,7 +191,9 @@ def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], de
             raise RecordError(f"missing {key}")
         return default
     value = data[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
+    if not isinstance(value, kind) or (
+        isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    ):
         raise RecordError(f"{key} has the wrong type ({type(value).__name__})")
     return value
 
@@ -201,7 +204,7 @@ def _epoch(data: Mapping[str, Any], key: str, *, required=False) -> float | None
         return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:  # a hand-edited local time: read it as UTC
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return value.timestamp()
     return float(value)
 
@@ -237,7 +240,7 @@ def record_from_toml(local_id: str, text: str) -> TaskRecord:
         status=status,
         status_msg=_expect(data, "status_msg", str, ""),
         task_id=_expect(data, "task_id", str),
-        created_at=_epoch(data, "created_at", required=True),
+        created_at=_epoch(data, "created_at", required=True) or 0.0,
         submitted_at=_epoch(data, "submitted_at"),
         updated_at=_epoch(data, "updated_at"),
         finished_at=_epoch(data, "finished_at"),
@@ -287,7 +290,9 @@ class HistoryStore:
         self._index.close()
         moved = move_aside(self.index_path)
         self._index.discard_sidecars()
-        self.warnings.append(f"The history index was damaged; moved it to {moved.name} and rebuilt it from the task files.")
+        self.warnings.append(
+            f"The history index was damaged; moved it to {moved.name} and rebuilt it from the task files."
+        )
 
     def _recover(self) -> None:
         self._set_index_aside()
@@ -374,7 +379,8 @@ class HistoryStore:
         except FileNotFoundError:
             return None
         except UnicodeDecodeError:
-            return self._damaged(path, local_id, "not UTF-8 text")
+            self._damaged(path, local_id, "not UTF-8 text")
+            return None
         except OSError as exc:
             self.warnings.append(f"Task {local_id}: cannot read {RECORD_FILE}: {exc.strerror or exc}")
             return None
@@ -384,16 +390,21 @@ class HistoryStore:
             if "newer than" in str(exc):
                 self.warnings.append(f"Task {local_id}: {exc}; left as is and not shown.")
                 return None
-            return self._damaged(path, local_id, str(exc))
+            self._damaged(path, local_id, str(exc))
+            return None
 
     def _damaged(self, path: Path, local_id: str, reason: str) -> None:
         try:
             moved = move_aside(path)
         except OSError as exc:
-            self.warnings.append(f"Task {local_id}: {RECORD_FILE} is damaged ({reason}) and could not be moved aside: {exc.strerror or exc}")
-            return None
-        self.warnings.append(f"Task {local_id}: {RECORD_FILE} was damaged ({reason}); moved it to {local_id}/{moved.name}.")
-        return None
+            self.warnings.append(
+                f"Task {local_id}: {RECORD_FILE} is damaged ({reason}) and could not be moved aside: {exc.strerror or exc}"
+            )
+            return
+        self.warnings.append(
+            f"Task {local_id}: {RECORD_FILE} was damaged ({reason}); moved it to {local_id}/{moved.name}."
+        )
+        return
 
     def _remove_temp_files(self, local_id: str) -> None:
         folder = self.task_dir(local_id)
@@ -489,11 +500,11 @@ class HistoryStore:
         starred: bool | None = None,
     ) -> list[TaskRow]:
         """Newest first."""
-        return self._guarded(
-            lambda: self._index.recent(limit, offset, text=text, status=status, starred=starred)
-        )
+        return self._guarded(lambda: self._index.recent(limit, offset, text=text, status=status, starred=starred))
 
-    def count(self, *, text: str | None = None, status: str | Sequence[str] | None = None, starred: bool | None = None) -> int:
+    def count(
+        self, *, text: str | None = None, status: str | Sequence[str] | None = None, starred: bool | None = None
+    ) -> int:
         return self._guarded(lambda: self._index.count(text=text, status=status, starred=starred))
 
     def active(self) -> list[TaskRecord]:
@@ -531,7 +542,7 @@ class HistoryStore:
         with self._lock:
             self._index.close()
 
-    def __enter__(self) -> "HistoryStore":
+    def __enter__(self) -> HistoryStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

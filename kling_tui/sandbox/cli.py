@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_API_KEY, DEFAULT_SECRET_KEY, SandboxConfig
 
@@ -12,17 +14,27 @@ from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_API_KEY, DEFAUL
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SandboxConfig()
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="port to listen on, 0 for any free one (default: %(default)s)")
-    parser.add_argument("--access-key", default=DEFAULT_ACCESS_KEY, help="access key accepted in JWTs (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to listen on, 0 for any free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--access-key", default=DEFAULT_ACCESS_KEY, help="access key accepted in JWTs (default: %(default)s)"
+    )
     parser.add_argument("--secret-key", default=DEFAULT_SECRET_KEY, help="secret key that signs accepted JWTs")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="static API key accepted as a Bearer token")
-    parser.add_argument("--slots", type=int, default=defaults.slots, help="concurrent image slots (default: %(default)s)")
     parser.add_argument(
-        "--submitted-seconds", type=float, default=defaults.submitted_seconds,
+        "--slots", type=int, default=defaults.slots, help="concurrent image slots (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--submitted-seconds",
+        type=float,
+        default=defaults.submitted_seconds,
         help="seconds a task stays submitted (default: %(default)s)",
     )
     parser.add_argument(
-        "--processing-seconds", type=float, default=defaults.processing_seconds,
+        "--processing-seconds",
+        type=float,
+        default=defaults.processing_seconds,
         help="seconds a task stays processing (default: %(default)s)",
     )
     parser.add_argument("--webhook-secret", default=None, help="sign callbacks with this whsec_... secret")
@@ -76,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_sigterm(stop) -> object | None:
+def _on_sigterm(stop: Callable[[], object]) -> Any:
     """Make `kill` stop the server as cleanly as Ctrl+C (only possible from the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return None

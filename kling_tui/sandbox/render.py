@@ -14,7 +14,7 @@ MEGAPIXELS = {"1k": 1024 * 1024, "2k": 2048 * 2048}
 
 
 def _round8(value: float) -> int:
-    return max(8, int(round(value / 8)) * 8)
+    return max(8, round(value / 8) * 8)
 
 
 def output_size(aspect_ratio: str | None, resolution: str | None) -> tuple[int, int]:
@@ -42,7 +42,7 @@ def _font(size: int):
 def render_png(prompt: str, index: int, width: int, height: int) -> bytes:
     from PIL import Image, ImageDraw
 
-    digest = hashlib.sha256(f"{prompt}\0{index}\0{width}x{height}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{prompt}\0{index}\0{width}x{height}".encode()).digest()
     # A smooth four-colour gradient: a 2x2 image scaled up is fast even at 4 MP.
     corners = Image.new("RGB", (2, 2))
     corners.putdata([tuple(digest[i : i + 3]) for i in range(0, 12, 3)])
@@ -67,7 +67,9 @@ def render_png(prompt: str, index: int, width: int, height: int) -> bytes:
         lines[-1] = lines[-1][: max(1, chars_per_line - 1)] + "…"
     y = height * 0.08
     for line in lines:
-        draw.text((width * 0.05, y), line, font=font, fill="white", stroke_width=max(1, size // 12), stroke_fill="black")
+        draw.text(
+            (width * 0.05, y), line, font=font, fill="white", stroke_width=max(1, size // 12), stroke_fill="black"
+        )
         y += size * 1.25
 
     small = _font(max(10, height // 36))

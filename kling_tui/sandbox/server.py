@@ -5,9 +5,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from kling_tui.sandbox.config import SandboxConfig
 from kling_tui.sandbox.state import SandboxState
+
+if TYPE_CHECKING:
+    import uvicorn
 
 START_TIMEOUT = 15.0
 
@@ -29,13 +33,13 @@ class Sandbox:
         self.state = SandboxState(self.config)
         self.base_url: str | None = None
         self.port: int | None = None
-        self._server = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"Sandbox(base_url={self.base_url!r})"
 
-    def start(self, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False) -> "Sandbox":
+    def start(self, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False) -> Sandbox:
         """Serve in a background thread; returns once connections are accepted. Port 0: a free port."""
         import uvicorn
 
@@ -88,7 +92,7 @@ class Sandbox:
             thread.join(timeout=5)
         self._server = self._thread = None
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -11,15 +11,16 @@ import json
 import random
 import threading
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from kling_tui.api.capabilities import Capabilities, default_capabilities
+from kling_tui.api.validation import decode_image_field, image_size, validate_generation, validate_multi_image
 from kling_tui.sandbox.clock import SandboxClock
 from kling_tui.sandbox.config import SandboxConfig
 from kling_tui.sandbox.faults import ENDPOINTS, Faults
 from kling_tui.sandbox.render import ImageCache, output_size
-from kling_tui.api.validation import decode_image_field, image_size, validate_generation, validate_multi_image
 
 Kind = Literal["generation", "multi"]
 FAIL_MARK = "#fail"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, on, work
@@ -17,19 +18,25 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from kling_tui.api.capabilities import Capabilities
-from kling_tui.history.draft import load_draft, save_draft
 from kling_tui.api.errors import InvalidRequest
 from kling_tui.base.locations import history_dir
-from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.base.textsafe import plain
+from kling_tui.history.draft import load_draft, save_draft
+from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
-from kling_tui.ui.pickers import PromptSearch, QuickPick
-from kling_tui.ui.summary import SummaryScreen
 from kling_tui.ui.form import GenerationForm, PromptArea
 from kling_tui.ui.messages import BackgroundError, RecordChanged
+from kling_tui.ui.pickers import PromptSearch, QuickPick
 from kling_tui.ui.preview import PreviewPane
+from kling_tui.ui.summary import SummaryScreen
 from kling_tui.ui.tasks import ACTIVE, TaskTable
+
+if TYPE_CHECKING:
+    from kling_tui.api.auth import Auth
+    from kling_tui.api.client import KlingClient
+    from kling_tui.api.types import ResourcePack
+    from kling_tui.work.workbench import Workbench
 
 PAGE_SIZE = 200
 PANES = ("form-pane", "tasks-pane", "preview-pane")  # the panes f2/f3/f4 focus
@@ -84,9 +91,22 @@ class KlingApp(App[None]):
     # Single-letter keys act on tasks only while no text field has focus.
     TEXT_SAFE_ACTIONS = frozenset(
         {
-            "cycle_status", "open_image", "copy_url", "copy_path", "copy_prompt", "filter",
-            "edit", "rerun", "duplicate", "star", "note", "starred_only", "compare", "cancel_queued",
-            "move_queued", "summary",
+            "cycle_status",
+            "open_image",
+            "copy_url",
+            "copy_path",
+            "copy_prompt",
+            "filter",
+            "edit",
+            "rerun",
+            "duplicate",
+            "star",
+            "note",
+            "starred_only",
+            "compare",
+            "cancel_queued",
+            "move_queued",
+            "summary",
         }
     )
 
@@ -106,16 +126,20 @@ class KlingApp(App[None]):
         self.sandbox = sandbox
         self.clock = clock
         self.image_protocol = image_protocol
-        self.poll_interval = poll_interval if poll_interval is not None else float(getattr(settings, "poll_interval", 1.0) or 1.0)
+        self.poll_interval = (
+            poll_interval if poll_interval is not None else float(getattr(settings, "poll_interval", 1.0) or 1.0)
+        )
         self.start_poller = start_poller
         self.caps: Capabilities = settings.capabilities()
         self.store = store or HistoryStore(history_dir(sandbox=sandbox is not None))
-        self.workbench = None  # set by connect()
-        self._client = None
+        self.workbench: Workbench | None = None  # set by connect()
+        self._client: KlingClient | None = None
         self.status_filter = 0
         self.starred_only = False
         self._compare_mark: str | None = None
-        self.packs = None  # resource packs from /account/costs, refreshed at most once a minute
+        self.packs: list[ResourcePack] | None = (
+            None  # resource packs from /account/costs, refreshed at most once a minute
+        )
         self._packs_at: float | None = None  # when they were fetched
         # Units of tasks finished since then, by local id: the header counts them off at once.
         self._spent_since_packs: dict[str, float] = {}
@@ -221,7 +245,8 @@ class KlingApp(App[None]):
         if self.sandbox is not None:
             from kling_tui.sandbox import DEFAULT_API_KEY
 
-            base_url, auth = self.sandbox.base_url, ApiKeyAuth(DEFAULT_API_KEY)
+            auth: Auth = ApiKeyAuth(DEFAULT_API_KEY)
+            base_url = self.sandbox.base_url
         else:
             from kling_tui.api.auth import Credentials
 
@@ -322,7 +347,7 @@ class KlingApp(App[None]):
 
     # -- records -----------------------------------------------------------------------
     def reload_table(self, limit: int = PAGE_SIZE) -> None:
-        label, statuses = STATUS_FILTERS[self.status_filter]
+        label, _statuses = STATUS_FILTERS[self.status_filter]
         rows = self.store.recent(limit, **self._table_filters())
         self.table.load(rows)
         self._total = self.store.count(**self._table_filters())
@@ -438,7 +463,12 @@ class KlingApp(App[None]):
             return
         problems = self.form.validate_now()
         if problems:
-            self.notify(plain("\n".join(str(p) for p in problems), keep_newlines=True), title="Not sent", severity="error", markup=False)
+            self.notify(
+                plain("\n".join(str(p) for p in problems), keep_newlines=True),
+                title="Not sent",
+                severity="error",
+                markup=False,
+            )
             return
         requests = self.form.variant_requests()
         if len(requests) > 1:
@@ -538,7 +568,10 @@ class KlingApp(App[None]):
             groups[group].append((" / ".join(shown), description))
         return [
             ("Everywhere", groups["app"] + [("ctrl+p", "Command palette")]),
-            ("On the selected task", groups["task"] + [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview it")]),
+            (
+                "On the selected task",
+                groups["task"] + [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview it")],
+            ),
             ("Preview", [("left / right (h / l)", "Previous / next image")]),
             (
                 "Form",
@@ -627,9 +660,11 @@ class KlingApp(App[None]):
         if record is None:
             return
         if what == "model":
-            options = self.caps.multi_image_models() if record.kind == "multi" else [
-                m.name for m in self.caps.models.values() if not m.discontinued and m.name != record.model
-            ]
+            options = (
+                self.caps.multi_image_models()
+                if record.kind == "multi"
+                else [m.name for m in self.caps.models.values() if not m.discontinued and m.name != record.model]
+            )
             title, field = "Same task on model…", "model_name"
         else:
             model = self.caps.get(record.model or self.caps.default_model)
@@ -676,7 +711,11 @@ class KlingApp(App[None]):
             return
         self.push_screen(
             CompareScreen(
-                left, record, self.store.task_dir(left.local_id), self.store.task_dir(record.local_id), self.image_protocol
+                left,
+                record,
+                self.store.task_dir(left.local_id),
+                self.store.task_dir(record.local_id),
+                self.image_protocol,
             )
         )
 
@@ -718,7 +757,12 @@ class KlingApp(App[None]):
     @on(PromptArea.SearchRequested)
     def _search_prompts(self) -> None:
         prompts = self.store.prompts(2000)
-        self.push_screen(PromptSearch(prompts), lambda chosen: chosen is not None and self.form.set_prompt(chosen))
+
+        def chosen(prompt: str | None) -> None:
+            if prompt is not None:
+                self.form.set_prompt(prompt)
+
+        self.push_screen(PromptSearch(prompts), chosen)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -740,7 +784,9 @@ class KlingApp(App[None]):
             verb = "Retry task" if record.status in ("failed", "not_created", "error") else "Re-run task"
             yield SystemCommand(verb, "Send it again as it was", self.action_rerun)
             yield SystemCommand("Same task on another model", "Pick the model", partial(self.action_duplicate, "model"))
-            yield SystemCommand("Same task in another ratio", "Pick the aspect ratio", partial(self.action_duplicate, "ratio"))
+            yield SystemCommand(
+                "Same task in another ratio", "Pick the aspect ratio", partial(self.action_duplicate, "ratio")
+            )
             yield SystemCommand("Unstar task" if record.starred else "Star task", "Toggle the star", self.action_star)
             yield SystemCommand("Note on task", "Add or edit a note", self.action_note)
             yield SystemCommand("Compare with…", "Mark this task, then another", self.action_compare)
@@ -751,7 +797,7 @@ class KlingApp(App[None]):
         yield SystemCommand("Keys", "Every key of the app", self.action_help)
 
     def watch_theme(self, theme: str) -> None:
-        if self.is_mounted:
+        if self.is_running:
             self._save_draft()
 
     def _save_draft(self, values: dict[str, Any] | None = None) -> None:

@@ -13,9 +13,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from kling_tui.history.store import TaskRecord
 from kling_tui.base.textdiff import param_differences, word_diff
 from kling_tui.base.textsafe import plain
+from kling_tui.history.store import TaskRecord
 from kling_tui.ui.preview import PreviewCache, image_widget_class
 
 

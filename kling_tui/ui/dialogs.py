@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from rich.text import Text
 from textual import on
@@ -12,7 +12,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
-
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -170,7 +169,9 @@ class SetupScreen(ModalScreen[SetupChoice | None]):
             error = "access key and secret key: both are required"
         elif mode == "apikey" and not choice.api_key:
             error = "API key: required"
-        elif mode != "sandbox" and choice.region == "custom" and not choice.base_url.startswith(("http://", "https://")):
+        elif (
+            mode != "sandbox" and choice.region == "custom" and not choice.base_url.startswith(("http://", "https://"))
+        ):
             error = "base URL: must start with http:// or https://"
         if error:
             self.query_one("#setup-error", Static).update(Text(error, style="bold red"))

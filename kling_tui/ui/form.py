@@ -18,8 +18,8 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 from kling_tui.api.capabilities import Capabilities, ModelCaps
 from kling_tui.api.errors import Problem
 from kling_tui.api.types import GenerationRequest, MultiImageRequest
-from kling_tui.base.textsafe import plain
 from kling_tui.api.validation import PROMPT_MAX
+from kling_tui.base.textsafe import plain
 
 NO_REFERENCE = "none"
 SUBJECT_FIELDS = tuple(f"subject-{i}" for i in range(1, 5))
@@ -70,7 +70,7 @@ class PathSuggester(Suggester):
             if name.startswith(prefix) and name != prefix and not name.startswith("."):
                 full = os.path.join(folder, name)
                 suffix = "/" if os.path.isdir(full) else ""
-                return value + name[len(prefix):] + suffix
+                return value + name[len(prefix) :] + suffix
         return None
 
 
@@ -162,7 +162,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
         with Horizontal(classes="row"):
             with Vertical(classes="half"):
                 yield Label("Model", classes="field-label")
-                yield Select([(m, m) for m in caps.names], value=caps.default_model, allow_blank=False, id="model", compact=True)
+                yield Select(
+                    [(m, m) for m in caps.names], value=caps.default_model, allow_blank=False, id="model", compact=True
+                )
             with Vertical(classes="half"):
                 yield Label("Mode", classes="field-label")
                 yield Select(
@@ -177,16 +179,30 @@ class GenerationForm(VerticalScroll, can_focus=False):
             with Vertical(classes="third"):
                 yield Label("Ratio", classes="field-label")
                 ratios = self._options["aspect"]
-                yield Select([(r, r) for r in ratios], value="16:9" if "16:9" in ratios else ratios[0], allow_blank=False, id="aspect", compact=True)
+                yield Select(
+                    [(r, r) for r in ratios],
+                    value="16:9" if "16:9" in ratios else ratios[0],
+                    allow_blank=False,
+                    id="aspect",
+                    compact=True,
+                )
             with Vertical(classes="third", id="resolution-box"):
                 yield Label("Resolution", classes="field-label")
                 resolutions = self._options["resolution"]
-                yield Select([(r, r) for r in resolutions], value=resolutions[0], allow_blank=False, id="resolution", compact=True)
+                yield Select(
+                    [(r, r) for r in resolutions],
+                    value=resolutions[0],
+                    allow_blank=False,
+                    id="resolution",
+                    compact=True,
+                )
             with Vertical(classes="third"):
                 yield Label("n (1-9)", classes="field-label")
                 yield Input(value="1", id="n", type="integer", max_length=2, compact=True)
         yield Label("Reference image", classes="field-label", id="image-label")
-        yield Input(placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester(), compact=True)
+        yield Input(
+            placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester(), compact=True
+        )
         yield Static("", id="image-hint", classes="hint")
         # Composed as the default model shows them (no image, single-image mode), so that
         # refresh_capabilities() changes no classes at start: each change restyles a subtree.
@@ -208,12 +224,32 @@ class GenerationForm(VerticalScroll, can_focus=False):
                 yield Label("Human fidelity", classes="field-label")
                 yield Input(placeholder="0.45", id="human-fidelity", type="number", compact=True)
         for i, field_id in enumerate(SUBJECT_FIELDS, start=1):
-            yield Label(f"Subject image {i}" + ("" if i == 1 else " (optional)"), classes="field-label multi-only hidden")
-            yield Input(placeholder="path or https:// URL", id=field_id, classes="multi-only hidden", suggester=PathSuggester(), compact=True)
+            yield Label(
+                f"Subject image {i}" + ("" if i == 1 else " (optional)"), classes="field-label multi-only hidden"
+            )
+            yield Input(
+                placeholder="path or https:// URL",
+                id=field_id,
+                classes="multi-only hidden",
+                suggester=PathSuggester(),
+                compact=True,
+            )
         yield Label("Scene image (optional)", classes="field-label multi-only hidden")
-        yield Input(placeholder="path or https:// URL", id="scene", classes="multi-only hidden", suggester=PathSuggester(), compact=True)
+        yield Input(
+            placeholder="path or https:// URL",
+            id="scene",
+            classes="multi-only hidden",
+            suggester=PathSuggester(),
+            compact=True,
+        )
         yield Label("Style image (optional)", classes="field-label multi-only hidden")
-        yield Input(placeholder="path or https:// URL", id="style", classes="multi-only hidden", suggester=PathSuggester(), compact=True)
+        yield Input(
+            placeholder="path or https:// URL",
+            id="style",
+            classes="multi-only hidden",
+            suggester=PathSuggester(),
+            compact=True,
+        )
         yield Label("External task id (optional)", classes="field-label")
         yield Input(placeholder="a fresh id is made when empty", id="external-id", compact=True)
         yield Label("Callback URL (optional)", classes="field-label")
@@ -398,7 +434,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
         pending = getattr(self, "_pending_selects", {})
         self._pending_selects = {}
         multi = self.mode == "multi"
-        names = self.caps.multi_image_models() if multi else [m for m in self.caps.names if not self.caps.models[m].discontinued]
+        names = (
+            self.caps.multi_image_models()
+            if multi
+            else [m for m in self.caps.names if not self.caps.models[m].discontinued]
+        )
         model_select = self.query_one("#model", Select)
         current = str(model_select.value)
         if [o for o in names] != getattr(self, "_model_options", None):
@@ -504,11 +544,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
         if len(variants) > 1:
             images = sum(v.n if isinstance(v.n, int) and v.n > 0 else 1 for v in variants)
             units = estimate_units(variants, self.caps)
-            text = f"{len(variants)} tasks · {images} images ≈ {units:g} units"
+            line = f"{len(variants)} tasks · {images} images ≈ {units:g} units"
         else:
             units = model.units(n, getattr(request, "resolution", None))
-            text = f"{n} image{'s' if n != 1 else ''} on {model.name} ≈ {units:g} units · holds {n} slot{'s' if n != 1 else ''}"
-        self.query_one("#estimate", Static).update(Text(text))
+            line = f"{n} image{'s' if n != 1 else ''} on {model.name} ≈ {units:g} units · holds {n} slot{'s' if n != 1 else ''}"
+        self.query_one("#estimate", Static).update(Text(line))
 
     def schedule_validation(self) -> None:
         if not self._ready:
@@ -553,4 +593,3 @@ class GenerationForm(VerticalScroll, can_focus=False):
     def set_prompt(self, text: str) -> None:
         self.query_one("#prompt", TextArea).text = text
         self.validate_now()
-

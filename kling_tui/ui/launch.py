@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 SANDBOX_POLL = 0.25  # seconds; loopback requests cost nothing
 
 

@@ -29,7 +29,10 @@ class QuickPick(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Static(Text(self.title_text), classes="title")
             yield OptionList(
-                *[Option(Text.assemble((f"{self.KEYS[i]}  ", "bold"), plain(option)), id=str(i)) for i, option in enumerate(self.options)],
+                *[
+                    Option(Text.assemble((f"{self.KEYS[i]}  ", "bold"), plain(option)), id=str(i))
+                    for i, option in enumerate(self.options)
+                ],
                 id="pick",
             )
             yield Static("press a key, or enter · escape to cancel", classes="hint")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ CELL_PROTOCOLS = ("halfcell", "unicode")
 CACHE_SIZE = 48
 
 
-def image_widget_class(protocol: str) -> type[Widget] | None:
+def image_widget_class(protocol: str) -> Callable[..., Widget] | None:
     """The textual-image widget for a protocol name; None draws no image."""
     if protocol == "none":
         return None
@@ -48,9 +49,9 @@ class PreviewCache:
     def __init__(self, size: int = CACHE_SIZE, max_side: int = PREVIEW_MAX_SIDE) -> None:
         self.max_side = max_side
         self.size = size
-        self._items: OrderedDict[tuple[str, float], "PILImage"] = OrderedDict()
+        self._items: OrderedDict[tuple[str, float], PILImage] = OrderedDict()
 
-    def get(self, path: Path) -> "PILImage | None":
+    def get(self, path: Path) -> PILImage | None:
         try:
             key = (str(path), path.stat().st_mtime)
         except OSError:
@@ -60,7 +61,7 @@ class PreviewCache:
             return self._items[key]
         return None
 
-    def load(self, path: Path) -> "PILImage":
+    def load(self, path: Path) -> PILImage:
         """Decode and shrink (blocking: call from a thread)."""
         from PIL import Image
 
@@ -117,7 +118,9 @@ class PreviewPane(Vertical, can_focus=True):
         # full reflow on every cursor move.
         message.update(Text(text), layout=False)
 
-    def show_task(self, owner: str | None, paths: list[Path | None], urls: list[str], status: str, note: str = "") -> None:
+    def show_task(
+        self, owner: str | None, paths: list[Path | None], urls: list[str], status: str, note: str = ""
+    ) -> None:
         """Point the pane at a task; keeps the index when the same task refreshes."""
         if not self.children:
             return  # the app is shutting down
@@ -168,7 +171,7 @@ class PreviewPane(Vertical, can_focus=True):
             return
         self.app.call_from_thread(self._put, path, image)
 
-    def _put(self, path: Path, image: "PILImage") -> None:
+    def _put(self, path: Path, image: PILImage) -> None:
         current = self.paths[self.index] if self.index < len(self.paths) else None
         if current != path:
             return

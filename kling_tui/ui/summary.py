@@ -31,7 +31,7 @@ def totals_table(totals: Totals) -> Table:
 
 
 def model_table(totals: Totals) -> Table:
-    by_model: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    by_model: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for _, model, tasks, images, units in totals:
         entry = by_model[model]
         entry[0] += tasks
@@ -42,8 +42,8 @@ def model_table(totals: Totals) -> Table:
     table.add_column("tasks", justify="right")
     table.add_column("images", justify="right")
     table.add_column("units", justify="right")
-    for model, (tasks, images, units) in sorted(by_model.items(), key=lambda kv: -kv[1][2]):
-        table.add_row(Text(plain(model)), f"{tasks:g}", f"{images:g}", f"{units:g}")
+    for model, (task_count, image_count, unit_count) in sorted(by_model.items(), key=lambda kv: -kv[1][2]):
+        table.add_row(Text(plain(model)), f"{task_count:g}", f"{image_count:g}", f"{unit_count:g}")
     grand = sum(v[2] for v in by_model.values())
     table.add_row(Text("all", style="bold"), "", "", Text(f"{grand:g}", style="bold"))
     return table

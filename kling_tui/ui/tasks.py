@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from rich.text import Text
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.widgets import DataTable
 
-from kling_tui.history.store import TaskRecord, TaskRow
 from kling_tui.base.textsafe import plain
+from kling_tui.history.store import TaskRecord, TaskRow
 
 STATUS_STYLES = {
     "queued": "dim",
@@ -36,7 +36,15 @@ STATUS_ICONS = {
 }
 ACTIVE = ("queued", "pending", "submitted", "processing")
 # The prompt goes last: it is the one column that may be cut at the pane's edge.
-COLUMNS = (("time", "Time"), ("status", "Status"), ("model", "Model"), ("n", "n"), ("ratio", "Ratio"), ("units", "Units"), ("prompt", "Prompt"))
+COLUMNS = (
+    ("time", "Time"),
+    ("status", "Status"),
+    ("model", "Model"),
+    ("n", "n"),
+    ("ratio", "Ratio"),
+    ("units", "Units"),
+    ("prompt", "Prompt"),
+)
 PROMPT_WIDTH = 60
 ROW_CACHE = 200  # rendered rows and lines kept: a few screenfuls at 200x60
 CELL_CACHE = ROW_CACHE * len(COLUMNS)

@@ -9,7 +9,7 @@ budget drops to what evidently fits and then recovers one slot at a time.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 DEFAULT_CONCURRENCY = 9
 RECOVER_SECONDS = 20.0

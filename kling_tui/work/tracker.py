@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from kling_tui.api.errors import KlingError
 from kling_tui.api.types import Task
@@ -35,13 +36,15 @@ class _Tracked:
     status: str
 
 
-Callback = Callable[[Any], Awaitable[None] | None]
+Callback = Callable[[Any], Awaitable[object] | object]
 
 
 class Tracker:
     """Tracks tasks by `task_id` (an `external_task_id` works too, e.g. after a crash)."""
 
-    def __init__(self, client: Any, *, min_interval: float = 1.0, max_interval: float = 5.0, page_size: int = 500) -> None:
+    def __init__(
+        self, client: Any, *, min_interval: float = 1.0, max_interval: float = 5.0, page_size: int = 500
+    ) -> None:
         if not 0 < min_interval <= max_interval:
             raise ValueError("need 0 < min_interval <= max_interval")
         self.client = client
@@ -146,7 +149,7 @@ class Tracker:
             started = loop.time()  # cycles start an interval apart, however long one takes
             try:
                 changes = await self.poll_once()
-                errors = list(self.errors)
+                errors: list[Exception] = list(self.errors)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the loop must survive anything one cycle throws

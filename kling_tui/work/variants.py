@@ -25,7 +25,7 @@ def expand(
 ) -> list[Request]:
     """Every combination, each a separate request; the first is the request itself."""
     prompts = prompt_lines(request.prompt or "") if split_lines else []
-    prompts = prompts or [request.prompt]
+    prompts = prompts or [request.prompt or ""]
     model_list = _unique([request.model_name, *(models or [])])
     ratio_list = _unique([request.aspect_ratio, *(ratios or [])])
     out: list[Request] = []

@@ -11,28 +11,30 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from kling_tui.api.capabilities import Capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.errors import InvalidRequest, KlingError, NetworkError
 from kling_tui.api.types import GenerationRequest, MultiImageRequest, Task, request_from_params
-from kling_tui.work.budget import SlotBudget
 from kling_tui.history.store import HistoryStore, TaskRecord
+from kling_tui.work.budget import SlotBudget
 from kling_tui.work.tracker import StatusChange, Tracker
 
 log = logging.getLogger(__name__)
 
 Request = GenerationRequest | MultiImageRequest
-Listener = Callable[[TaskRecord], None]
+Listener = Callable[[TaskRecord], object]
 
 ACTIVE_ON_SERVER = ("submitted", "processing")
 TASK_NOT_FOUND = 1201
 BUSY = 1303
 WAITING = ("queued", "pending")  # not yet answered by the server
 BUSY_RETRY_SECONDS = 1.0
-CONFIRM_EVERY = 5  # recovery ticks between lookups of unanswered creates  # kling-protocol.md: wait at least a second after 1303
+CONFIRM_EVERY = (
+    5  # recovery ticks between lookups of unanswered creates  # kling-protocol.md: wait at least a second after 1303
+)
 UNSAVED_SCAN = 200  # recent successes checked on start for images not yet saved
 URL_LIFETIME = 30 * 86400  # Kling deletes result images 30 days after the task
 
@@ -124,7 +126,7 @@ class Workbench:
     # -- the local queue ----------------------------------------------------------------
     def enqueue(self, request: Request, group: str | None = None) -> TaskRecord:
         """Record the task as queued and send it as soon as its `n` slots fit the budget."""
-        last = max((self.store.get(i).queue_position or 0.0 for i in self.queue[-1:]), default=0.0)
+        last = max((getattr(self.store.get(i), "queue_position", None) or 0.0 for i in self.queue[-1:]), default=0.0)
         record = self.record(request, status="queued", group=group)
         record = self.store.update(record.local_id, queue_position=max(time.time(), last + 1e-3))
         self.queue.append(record.local_id)
@@ -227,7 +229,9 @@ class Workbench:
         self.queue.insert(new, self.queue.pop(old))
         for position, queued in enumerate(self.queue):
             self.store.update(queued, queue_position=float(position))
-        self._changed(self.store.get(local_id))
+        moved = self.store.get(local_id)
+        if moved is not None:
+            self._changed(moved)
         return True
 
     async def submit(self, request: Request, group: str | None = None) -> TaskRecord:
@@ -260,9 +264,7 @@ class Workbench:
                 # A server error, possibly from the lookup after an unclear create: the task
                 # may exist. Keep it pending; confirm() settles it by its external_task_id.
                 return self._update(record.local_id, status_msg=f"not confirmed yet: {exc}", error_code=exc.code)
-            return self._update(
-                record.local_id, status="not_created", status_msg=str(exc), error_code=exc.code
-            )
+            return self._update(record.local_id, status="not_created", status_msg=str(exc), error_code=exc.code)
         return self._adopt(record, task)
 
     def _adopt(self, record: TaskRecord, task: Task) -> TaskRecord:
@@ -371,7 +373,7 @@ class Workbench:
             image_urls=[img.url for img in sorted(task.images, key=lambda i: i.index)],
         )
 
-    async def follow(self, on_error: Callable[[Exception], None] | None = None) -> None:
+    async def follow(self, on_error: Callable[[Exception], object] | None = None) -> None:
         """Poll forever; each change is recorded and its images saved."""
 
         async def on_change(change: StatusChange) -> None:
@@ -406,7 +408,7 @@ class Workbench:
         return None
 
     async def save_images(
-        self, record: TaskRecord, on_error: Callable[[Exception], None] | None = None
+        self, record: TaskRecord, on_error: Callable[[Exception], object] | None = None
     ) -> TaskRecord:
         """Download every result image into the task's folder (Kling deletes them after 30 days).
 
@@ -418,9 +420,7 @@ class Workbench:
         async with self._saving.setdefault(record.local_id, asyncio.Lock()):
             return await self._save_images(self.store.get(record.local_id) or record, on_error)
 
-    async def _save_images(
-        self, record: TaskRecord, on_error: Callable[[Exception], None] | None
-    ) -> TaskRecord:
+    async def _save_images(self, record: TaskRecord, on_error: Callable[[Exception], object] | None) -> TaskRecord:
         folder = self.store.task_dir(record.local_id)
         paths: list[str | None] = [None] * len(record.image_urls)
         for index, name in enumerate(record.image_paths[: len(paths)]):

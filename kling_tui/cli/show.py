@@ -1,0 +1,38 @@
+"""`kling-tui show` and `kling-tui download`: one task, refreshed from the server while it runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from kling_tui.base.textsafe import plain
+from kling_tui.cli.output import EXIT_OK, Console, emit_images, emit_record
+from kling_tui.cli.session import check_finished, find_record, open_session, out_dir, refresh, save_and_copy
+from kling_tui.config import Settings
+from kling_tui.history.store import HistoryStore
+
+
+async def cmd_show(args: argparse.Namespace, settings: Settings, store: HistoryStore, console: Console) -> int:
+    record = find_record(store, args.task_id)
+    if record.is_active and record.status != "queued":
+        async with open_session(settings, store, sandbox=args.sandbox) as session:
+            record = await refresh(session, record)
+            if record.status == "succeed":
+                # Result URLs expire after 30 days: save them now, as the TUI would have.
+                errors: list[Exception] = []
+                record = await session.workbench.save_images(record, on_error=errors.append)
+                for error in errors[:1]:
+                    console.warn(f"could not save the images: {plain(error)}")
+    emit_record(console, store, record)
+    return EXIT_OK
+
+
+async def cmd_download(args: argparse.Namespace, settings: Settings, store: HistoryStore, console: Console) -> int:
+    record = find_record(store, args.task_id)
+    out = out_dir(args.out)
+    async with open_session(settings, store, sandbox=args.sandbox) as session:
+        if record.is_active:
+            record = await refresh(session, record)
+        check_finished(record)
+        record, copies = await save_and_copy(session, record, out)
+    emit_images(console, store, record, copies)
+    return EXIT_OK
