@@ -36,6 +36,28 @@ class Row:
     def ratio(self) -> float:
         return self.value / self.baseline if self.baseline else math.inf
 
+    @property
+    def ratio_goal(self) -> bool:
+        """A goal on the ratio to a baseline of the same run ("<= 1.5x"): the figure a noisy
+        machine moves on both sides. Absolute goals ("<= 50 ms") are shown as information."""
+        return self.ok is not None and self.goal.rstrip().endswith("x")
+
+    @property
+    def result(self) -> str:
+        if self.ok is None:
+            return "-"
+        if self.ratio_goal:
+            return "PASS" if self.ok else "FAIL"
+        return "(ok)" if self.ok else "(over)"
+
+
+def load_average() -> str:
+    """The machine's 1/5/15-minute load, printed with the results: figures from a busy machine read differently."""
+    try:
+        return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    except OSError:
+        return "load unknown"
+
 
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""

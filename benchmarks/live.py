@@ -130,15 +130,15 @@ def notice(count: int, poll_interval: float, log=print) -> list[Row]:
             "ms",
             "poll interval",
             interval,
-            f"<= {interval + 100:.0f} ms",
-            p95 <= interval + 100,
+            "<= 1.2x",
+            p95 <= 1.2 * interval,
         ),
     ]
 
 
 # -- 4. preview ----------------------------------------------------------------------------
 
-PREVIEW_TASKS = 8
+PREVIEW_TASKS = 16
 
 
 def preview_home() -> tuple[Path, list[str]]:
@@ -172,6 +172,8 @@ def preview_home() -> tuple[Path, list[str]]:
 
 
 async def _preview(ids: list[str]) -> tuple[list[float], list[float], list[float]]:
+    from kling_tui.ui.preview import PreviewCache
+
     app = build_app(poll_interval=0.5)
     probe = FrameProbe(app)
     first, cached = [], []
@@ -187,22 +189,24 @@ async def _preview(ids: list[str]) -> tuple[list[float], list[float], list[float
             table.move_cursor(row=row, animate=False)
             return await probe.frame_where(lambda: preview.shown == path) - started
 
-        # Row 0 is selected on start; step onto row 1 first so that every row is a new selection.
-        await select(1)
-        await select(0)
-        for row in range(2, len(ids)):
-            first.append(await select(row))
-        for row in range(2, len(ids)):
-            cached.append(await select(row))
-        # Side by side: Pillow alone decoding and shrinking the same files, no UI.
-        from kling_tui.ui.preview import PreviewCache
-
-        decode = []
-        for row in range(2, len(ids)):
+        def pillow_alone(row: int) -> float:
             path = app.store.task_dir(table.coordinate_to_cell_key((row, 0)).row_key.value) / "image-1.png"
             started = time.perf_counter()
             PreviewCache(max_side=preview.cache.max_side).load(path)
-            decode.append(time.perf_counter() - started)
+            return time.perf_counter() - started
+
+        # Warm-up: row 0 is selected on start; rows 1 and 0 again are not measured.
+        await select(1)
+        await select(0)
+        pillow_alone(0)
+        # Interleaved with its baseline, so that a busy machine slows both sides alike: Pillow
+        # alone decoding and shrinking a file, then the app showing that file for the first time.
+        decode = []
+        for row in range(2, len(ids)):
+            decode.append(pillow_alone(row))
+            first.append(await select(row))
+        for row in range(2, len(ids)):
+            cached.append(await select(row))
         await quiesce(app)
     return first, cached, decode
 
@@ -217,7 +221,19 @@ def preview(log=print) -> list[Row]:
         f"Pillow decode+shrink {d:.0f} ms"
     )
     return [
-        Row("select -> 2k preview, first (p50)", f, "ms", "Pillow decode+shrink", d, "<= 150 ms", f <= 150),
+        Row(
+            "select -> 2k preview, first (p50)",
+            f,
+            "ms",
+            "Pillow decode+shrink, interleaved",
+            d,
+            "<= 1.5x",
+            f <= 1.5 * d,
+        ),
+        Row(
+            "select -> 2k preview, first (p50)", f, "ms", "Pillow decode+shrink, interleaved", d, "<= 150 ms", f <= 150
+        ),
+        Row("select -> 2k preview, cached (p50)", c, "ms", "first time", f, "<= 0.5x", c <= 0.5 * f),
         Row("select -> 2k preview, cached (p50)", c, "ms", "first time", f, "<= 30 ms", c <= 30),
     ]
 
@@ -225,7 +241,7 @@ def preview(log=print) -> list[Row]:
 # -- 6. input latency ----------------------------------------------------------------------
 
 
-async def _keys(presses: int, in_flight: int, poll_interval: float) -> list[float]:
+async def _keys(presses: int, in_flight: int, poll_interval: float, warmup: int = 0) -> list[float]:
     from textual import events
 
     from kling_tui.api.types import GenerationRequest
@@ -238,6 +254,9 @@ async def _keys(presses: int, in_flight: int, poll_interval: float) -> list[floa
         table = app.table
         await wait_until(lambda: app.workbench is not None, 10, "the app to connect")
         if in_flight:
+            # Tasks sent in an earlier round are still processing; the app tracks them again on start.
+            running = sum(1 for record in app.store.active() if record.task_id)
+            await wait_until(lambda: app.workbench.tracker.in_flight >= running, 30, "earlier tasks to be tracked")
             gate = asyncio.Semaphore(16)
 
             async def submit(i: int) -> None:
@@ -247,21 +266,23 @@ async def _keys(presses: int, in_flight: int, poll_interval: float) -> list[floa
                 async with gate:
                     await app.workbench.send(app.workbench.record(request), request)
 
-            await asyncio.gather(*(submit(i) for i in range(in_flight)))
+            await asyncio.gather(*(submit(i) for i in range(running, in_flight)))
             await wait_until(lambda: app.workbench.tracker.in_flight == in_flight, 30, "every task to be tracked")
         await wait_until(lambda: table.row_count >= 200, 10, "200 rows")
         table.focus()
         table.move_cursor(row=0, animate=False)
         await pilot.pause()
         step = 1
-        for _ in range(presses):
+        for press in range(warmup + presses):
             # Down to the last row, back up to the first, and so on.
             if not 0 <= table.cursor_row + step < table.row_count:
                 step = -step
             key, target = ("j" if step == 1 else "k"), table.cursor_row + step
             started = time.perf_counter()
             app.post_message(events.Key(key, key))
-            latencies.append(await probe.frame_where(lambda target=target: table.cursor_row == target) - started)
+            latency = await probe.frame_where(lambda target=target: table.cursor_row == target) - started
+            if press >= warmup:
+                latencies.append(latency)
             await asyncio.sleep(rng.uniform(0.01, 0.04))  # key repeat: 25-100 presses a second
         if in_flight:
             assert app.workbench.tracker.in_flight == in_flight, "tasks finished during the measurement"
@@ -269,27 +290,32 @@ async def _keys(presses: int, in_flight: int, poll_interval: float) -> list[floa
     return latencies
 
 
+INPUT_ROUNDS = 4
+INPUT_WARMUP = 20
+
+
 def input_latency(presses: int, poll_interval: float, log=print) -> list[Row]:
+    """Idle and busy in alternating rounds (each a fresh app after a warm-up), so that a busy
+    machine slows both sides of the ratio alike."""
     idle_home = history_home(200, log=log)
-    with sandbox_process(submitted=2.0, processing=4.0) as base_url, user_env(idle_home, base_url):
-        idle = asyncio.run(_keys(presses, 0, poll_interval))
     busy_home = fresh_home("input-home")
-    # Tasks move to processing a second into the run and stay there: status cells keep changing.
-    with sandbox_process(submitted=1.0, processing=3600) as base_url, user_env(busy_home, base_url):
-        busy = asyncio.run(_keys(presses, 200, poll_interval))
+    per_round = max(1, presses // INPUT_ROUNDS)
+    idle: list[float] = []
+    busy: list[float] = []
+    # Busy: tasks move to processing a second into the run and stay there; status cells keep changing.
+    with sandbox_process(submitted=2.0, processing=4.0) as idle_url, sandbox_process(1.0, 3600) as busy_url:
+        for _ in range(INPUT_ROUNDS):
+            with user_env(idle_home, idle_url):
+                idle += asyncio.run(_keys(per_round, 0, poll_interval, INPUT_WARMUP))
+            with user_env(busy_home, busy_url):
+                busy += asyncio.run(_keys(per_round, 200, poll_interval, INPUT_WARMUP))
     i99, b99 = percentile(idle, 99) * 1000, percentile(busy, 99) * 1000
     log(
-        f"  keypress -> frame: idle p50 {median(idle) * 1000:.1f} / p99 {i99:.1f} ms; "
+        f"  keypress -> frame over {len(busy)} presses each: idle p50 {median(idle) * 1000:.1f} / p99 {i99:.1f} ms; "
         f"200 in flight p50 {median(busy) * 1000:.1f} / p99 {b99:.1f} ms (max {max(busy) * 1000:.1f})"
     )
+    base = "200 finished, none in flight"
     return [
-        Row(
-            "keypress -> frame, 200 in flight, p99",
-            b99,
-            "ms",
-            "200 finished, none in flight",
-            i99,
-            "<= 50 ms",
-            b99 <= 50,
-        )
+        Row("keypress -> frame, 200 in flight, p99", b99, "ms", base + ", interleaved", i99, "<= 2x", b99 <= 2 * i99),
+        Row("keypress -> frame, 200 in flight, p99", b99, "ms", base + ", interleaved", i99, "<= 50 ms", b99 <= 50),
     ]

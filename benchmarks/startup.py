@@ -27,6 +27,20 @@ def one_start(kind: str, env: dict[str, str]) -> dict[str, float]:
     return json.loads(lines[-1])
 
 
+# A bare Textual app peaks at a few tens of MiB; far outside this range, the figure measures
+# something else (e.g. a high-water mark inherited from the parent).
+BARE_RSS_MIB = (15.0, 120.0)
+
+
+def check_rss_plausible(bare: float, kling_empty: float) -> None:
+    low, high = BARE_RSS_MIB
+    if not low <= bare <= high or bare > kling_empty:
+        raise RuntimeError(
+            f"implausible peak RSS: bare app {bare:.1f} MiB, kling-tui {kling_empty:.1f} MiB "
+            f"(expected the bare app within {low:g}-{high:g} MiB and below kling-tui)"
+        )
+
+
 def measure(base_url: str, sizes: list[int], repeats: int, log=print) -> list[Row]:
     homes = {size: history_home(size, log=log) for size in sizes}
     variants = [("bare", "bare", homes[sizes[0]])] + [(f"kling-{size}", "kling", homes[size]) for size in sizes]
@@ -38,7 +52,8 @@ def measure(base_url: str, sizes: list[int], repeats: int, log=print) -> list[Ro
         for name, kind, home in variants:
             runs[name].append(one_start(kind, child_env(home, base_url)))
     first = {name: median([r["first_frame"] for r in results]) * 1000 for name, results in runs.items()}
-    rss = {name: median([r["maxrss_kb"] for r in results]) / 1024 for name, results in runs.items()}
+    rss = {name: median([r["peak_rss_kb"] for r in results]) / 1024 for name, results in runs.items()}
+    check_rss_plausible(rss["bare"], rss[f"kling-{sizes[0]}"])
     log("  startup ms: " + ", ".join(f"{k} {v:.0f}" for k, v in first.items()))
 
     empty, largest = f"kling-{sizes[0]}", f"kling-{sizes[-1]}"
