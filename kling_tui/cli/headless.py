@@ -18,6 +18,7 @@ from kling_tui.api.auth import MissingCredentials
 from kling_tui.api.errors import KlingError
 from kling_tui.base.locations import history_dir
 from kling_tui.base.textsafe import plain
+from kling_tui.cli.batch import cmd_batch
 from kling_tui.cli.export import cmd_export, cmd_list
 from kling_tui.cli.generate import cmd_generate
 from kling_tui.cli.output import (
@@ -46,6 +47,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, store: History
         return cmd_list(args, store, console)
     if args.command == "export":
         return cmd_export(args, store, console)
+    if args.command == "batch":
+        return await cmd_batch(args, settings, store, console)
     raise ValueError(f"not a headless command: {args.command}")
 
 

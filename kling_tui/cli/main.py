@@ -103,8 +103,29 @@ def _add_headless_commands(sub) -> None:
     export.add_argument("--format", choices=("jsonl", "csv"), required=True)
     _common(export)
 
+    batch = sub.add_parser(
+        "batch",
+        help="create one task per row of a JSONL or CSV file; run it again to resume",
+        description="Each row's columns are request fields (plus optional id, kind, note). Running the same "
+        "file again sends only rows never sent. Exit codes: 0 done, 2 some rows break a rule (listed on "
+        "stderr with their line), 3 some tasks were not created, 4 with --wait some tasks failed.",
+    )
+    batch.add_argument("file", metavar="FILE", help="a .jsonl (one JSON object a line) or .csv (a header row) file")
+    batch.add_argument(
+        "--kind",
+        metavar="KIND",
+        help="the endpoint of rows without a kind column, e.g. generation, multi (default: inferred)",
+    )
+    batch.add_argument(
+        "--dry-run", action="store_true", help="print the plan, the count and a units estimate; send nothing"
+    )
+    batch.add_argument("--strict", action="store_true", help="send nothing when any row breaks a rule")
+    batch.add_argument("--wait", action="store_true", help="wait until every task ends and save the images")
+    batch.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
+    _common(batch, json_help="print one JSON object per row")
 
-HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export")
+
+HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export", "batch")
 
 
 def _locate() -> int:
