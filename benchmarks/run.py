@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, load_average
 
-SECTIONS = ("startup", "polling", "notice", "preview", "input")
+SECTIONS = ("startup", "polling", "notice", "preview", "input", "search")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         presses = 100 if quick else 400
         log(f"input latency: {presses} keypresses, idle and with 200 tasks in flight")
         rows += live.input_latency(presses, poll, log=log)
+
+    if "search" in sections:
+        from benchmarks import search
+
+        log("full-text search: the first page and the count of matches, as the table's filter asks")
+        rows += search.measure(5 if quick else 15, log=log)
 
     print()
     print(

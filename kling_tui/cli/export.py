@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import EXIT_INVALID, EXIT_OK, CommandError, Console, dumps, record_json
+from kling_tui.history.index import search_terms
 from kling_tui.history.store import HistoryStore, TaskRecord
 
 CSV_COLUMNS = (
@@ -37,7 +38,10 @@ EXPORT_BATCH = 500
 def cmd_list(args: argparse.Namespace, store: HistoryStore, console: Console) -> int:
     if args.limit < 1:
         raise CommandError("--limit: must be at least 1", EXIT_INVALID)
-    rows = store.recent(limit=args.limit)
+    words = getattr(args, "search", None)
+    if words is not None and not search_terms(words):
+        raise CommandError("--search: give at least one word (letters or digits)", EXIT_INVALID)
+    rows = store.recent(limit=args.limit, words=words)
     if console.as_json:
         records = (store.get(row.local_id) for row in rows)
         console.json([record_json(store, r) for r in records if r is not None])

@@ -88,6 +88,12 @@ def _add_headless_commands(sub) -> None:
 
     lst = sub.add_parser("list", help="list tasks from the local history, newest first")
     lst.add_argument("--limit", type=int, default=20, metavar="N", help="at most N tasks (default: %(default)s)")
+    lst.add_argument(
+        "--search",
+        metavar="WORDS",
+        help="only tasks with every word (or a word starting with it) in the prompt, negative prompt, "
+        "note, failure message, model or ids",
+    )
     _common(lst, json_help="print a JSON array of tasks")
 
     show = sub.add_parser("show", help="show one task, refreshed from the server while it runs")

@@ -8,13 +8,15 @@ any time and is rebuilt from them.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: full-text search (tasks_fts)
 
 ACTIVE_STATUSES = ("pending", "queued", "submitted", "processing")
 FINAL_LOCAL_STATUSES = ("succeed", "failed", "not_created", "error")
@@ -38,14 +40,24 @@ CREATE TABLE IF NOT EXISTS tasks (
     image_count INTEGER NOT NULL,
     grp TEXT,
     external_task_id TEXT,
-    search TEXT NOT NULL
+    search TEXT NOT NULL,
+    fulltext TEXT NOT NULL,
+    fts_key INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (created_at DESC, local_id DESC);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at DESC);
 CREATE INDEX IF NOT EXISTS tasks_task_id ON tasks (task_id);
 CREATE INDEX IF NOT EXISTS tasks_external ON tasks (external_task_id);
+CREATE INDEX IF NOT EXISTS tasks_fts_key ON tasks (fts_key);
 -- Tasks whose TOML may be newer than their row: a write began and did not finish.
 CREATE TABLE IF NOT EXISTS dirty (local_id TEXT PRIMARY KEY);
+-- Full-text search. rowid = tasks.fts_key, the creation time in microseconds: FTS5 then
+-- hands out the newest matches first and stops at a page. Prefix indexes make a search
+-- that is still being typed ("a", "fo") as cheap as a whole word.
+CREATE VIRTUAL TABLE IF NOT EXISTS tasks_fts USING fts5(
+    prompt, negative_prompt, note, status_msg, other,
+    tokenize = 'unicode61 remove_diacritics 2', prefix = '1 2'
+);
 """
 
 # Column order of the tasks table; the first 15 are TaskRow's fields.
@@ -67,9 +79,12 @@ _COLUMNS = (
     "grp",
     "external_task_id",
     "search",
+    "fulltext",
 )
 _ROW_COLUMNS = ", ".join(_COLUMNS[:15])
-_UPSERT = f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_UPSERT = (
+    f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}, fts_key) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})"
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,10 @@ def row_values(record: Any) -> tuple:
     model = record.model
     image_count = len(record.image_urls) or len(record.image_paths)
     search = "\n".join((prompt, model or "", record.task_id or "")).casefold()
+    negative = record.params.get("negative_prompt")
+    other = (model or "", record.task_id or "", record.external_task_id or "")
+    parts = (prompt, negative if isinstance(negative, str) else "", record.note or "", record.status_msg or "")
+    fulltext = _FIELD_SEP.join(part.replace(_FIELD_SEP, " ") for part in (*parts, " ".join(other)))
     return (
         record.local_id,
         record.created_at,
@@ -131,7 +150,49 @@ def row_values(record: Any) -> tuple:
         record.group,
         record.external_task_id,
         search,
+        fulltext,
     )
+
+
+# -- full-text search -----------------------------------------------------------------------
+
+_FIELD_SEP = "\x1f"  # between the fulltext column's parts, one per column of tasks_fts
+_FTS_COLUMNS = "prompt, negative_prompt, note, status_msg, other"
+_WORD = re.compile(r"\w+")
+
+
+def _fold(text: str) -> str:
+    # What the unicode61 tokenizer does with remove_diacritics: casefold and drop accents.
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def search_terms(words: str) -> list[str]:
+    """The words of a search, as the index compares them; each matches words starting with it."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(_fold(words)):
+        seen.setdefault(word)
+    return list(seen)
+
+
+def fts_query(words: str) -> str | None:
+    """A MATCH expression: every term, as a prefix, anywhere in the task. None when no terms."""
+    terms = search_terms(words)
+    return " ".join(f'"{term}"*' for term in terms) if terms else None
+
+
+def matches_words(words: str, texts: Iterable[str]) -> bool:
+    """What the index would answer for one task: every term starts a word of `texts`."""
+    terms = search_terms(words)
+    if not terms:
+        return True
+    found = set(_WORD.findall(_fold(" ".join(texts))))
+    return all(any(word.startswith(term) for word in found) for term in terms)
+
+
+def record_texts(record: Any) -> list[str]:
+    """The parts of a record that search looks at (the same as the index's fulltext)."""
+    return row_values(record)[_COLUMNS.index("fulltext")].split(_FIELD_SEP)
 
 
 class IndexDamaged(Exception):
@@ -230,23 +291,26 @@ class TaskIndex:
     def upsert(self, values: tuple, *, root_mtime_ns: int | None = None) -> None:
         """Write one row and clear its dirty mark, in one transaction."""
         with self.transaction() as conn:
-            conn.execute(_UPSERT, values)
+            _upsert_row(conn, values)
             conn.execute("DELETE FROM dirty WHERE local_id = ?", (values[0],))
             if root_mtime_ns is not None:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('root_mtime_ns', ?)", (str(root_mtime_ns),))
 
     def upsert_many(self, rows: Iterable[tuple]) -> None:
         with self.transaction() as conn:
-            conn.executemany(_UPSERT, rows)
+            for values in rows:
+                _upsert_row(conn, values)
 
     def delete(self, local_id: str) -> None:
         with self.transaction() as conn:
+            _delete_fts(conn, local_id)
             conn.execute("DELETE FROM tasks WHERE local_id = ?", (local_id,))
             conn.execute("DELETE FROM dirty WHERE local_id = ?", (local_id,))
 
     def clear(self) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM tasks")
+            conn.execute("DELETE FROM tasks_fts")
             conn.execute("DELETE FROM dirty")
 
     def get_meta(self, key: str) -> str | None:
@@ -273,13 +337,25 @@ class TaskIndex:
         text: str | None = None,
         status: str | Sequence[str] | None = None,
         starred: bool | None = None,
+        words: str | None = None,
     ) -> list[TaskRow]:
-        where, args = _filters(text, status, starred)
+        query = fts_query(words) if words else None
+        if query and not (text or status or starred is not None):
+            # Words alone: the newest page straight from the full-text index.
+            sql = (
+                f"SELECT {_ROW_COLUMNS} FROM tasks WHERE fts_key IN (SELECT rowid FROM tasks_fts"
+                " WHERE tasks_fts MATCH ? ORDER BY rowid DESC LIMIT ? OFFSET ?) ORDER BY created_at DESC, local_id DESC"
+            )
+            return [TaskRow.from_db(r) for r in self.conn.execute(sql, (query, limit, offset))]
+        where, args = _filters(text, status, starred, words)
         sql = f"SELECT {_ROW_COLUMNS} FROM tasks{where} ORDER BY created_at DESC, local_id DESC LIMIT ? OFFSET ?"
         return [TaskRow.from_db(r) for r in self.conn.execute(sql, (*args, limit, offset))]
 
-    def count(self, *, text=None, status=None, starred=None) -> int:
-        where, args = _filters(text, status, starred)
+    def count(self, *, text=None, status=None, starred=None, words=None) -> int:
+        query = fts_query(words) if words else None
+        if query and not (text or status or starred is not None):
+            return self.conn.execute("SELECT COUNT(*) FROM tasks_fts WHERE tasks_fts MATCH ?", (query,)).fetchone()[0]
+        where, args = _filters(text, status, starred, words)
         return self.conn.execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0]
 
     def ids_with_status(self, statuses: Sequence[str]) -> list[str]:
@@ -311,9 +387,29 @@ class TaskIndex:
         )
 
 
-def _filters(text, status, starred) -> tuple[str, tuple]:
+def _upsert_row(conn: sqlite3.Connection, values: tuple) -> None:
+    _delete_fts(conn, values[0])
+    key = round(values[_COLUMNS.index("created_at")] * 1_000_000)
+    while conn.execute("SELECT 1 FROM tasks_fts WHERE rowid = ?", (key,)).fetchone():
+        key += 1  # two tasks created in the same microsecond
+    conn.execute(_UPSERT, (*values, key))
+    parts = values[_COLUMNS.index("fulltext")].split(_FIELD_SEP)
+    conn.execute(f"INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", (key, *parts))
+
+
+def _delete_fts(conn: sqlite3.Connection, local_id: str) -> None:
+    old = conn.execute("SELECT fts_key FROM tasks WHERE local_id = ?", (local_id,)).fetchone()
+    if old is not None and old[0] is not None:
+        conn.execute("DELETE FROM tasks_fts WHERE rowid = ?", (old[0],))
+
+
+def _filters(text, status, starred, words=None) -> tuple[str, tuple]:
     clauses: list[str] = []
     args: list[Any] = []
+    query = fts_query(words) if words else None
+    if query:
+        clauses.append("fts_key IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)")
+        args.append(query)
     if text:
         # instr on a casefolded copy: case-insensitive beyond ASCII, and no LIKE wildcards to escape.
         clauses.append("instr(search, ?) > 0")

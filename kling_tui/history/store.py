@@ -498,14 +498,22 @@ class HistoryStore:
         text: str | None = None,
         status: str | Sequence[str] | None = None,
         starred: bool | None = None,
+        words: str | None = None,
     ) -> list[TaskRow]:
-        """Newest first."""
-        return self._guarded(lambda: self._index.recent(limit, offset, text=text, status=status, starred=starred))
+        """Newest first. `words`: full-text search (prompt, negative prompt, note, failure message, model, ids)."""
+        return self._guarded(
+            lambda: self._index.recent(limit, offset, text=text, status=status, starred=starred, words=words)
+        )
 
     def count(
-        self, *, text: str | None = None, status: str | Sequence[str] | None = None, starred: bool | None = None
+        self,
+        *,
+        text: str | None = None,
+        status: str | Sequence[str] | None = None,
+        starred: bool | None = None,
+        words: str | None = None,
     ) -> int:
-        return self._guarded(lambda: self._index.count(text=text, status=status, starred=starred))
+        return self._guarded(lambda: self._index.count(text=text, status=status, starred=starred, words=words))
 
     def active(self) -> list[TaskRecord]:
         """Tasks not yet final, oldest first: the ones to resume tracking on start."""

@@ -22,6 +22,7 @@ from kling_tui.api.errors import InvalidRequest
 from kling_tui.base.locations import history_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.history.draft import load_draft, save_draft
+from kling_tui.history.index import matches_words, record_texts, search_terms
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
@@ -30,7 +31,7 @@ from kling_tui.ui.messages import BackgroundError, RecordChanged
 from kling_tui.ui.pickers import PromptSearch, QuickPick
 from kling_tui.ui.preview import PreviewPane
 from kling_tui.ui.summary import SummaryScreen
-from kling_tui.ui.tasks import ACTIVE, TaskTable
+from kling_tui.ui.tasks import ACTIVE, TaskTable, highlighter
 
 if TYPE_CHECKING:
     from kling_tui.api.auth import Auth
@@ -165,7 +166,9 @@ class KlingApp(App[None]):
         with Vertical(id="right"):
             with Vertical(id="tasks-pane"):
                 with Horizontal(id="filter-bar"):
-                    yield Input(placeholder="filter by prompt, model or task id", id="filter")
+                    yield Input(
+                        placeholder="words in the prompt, negative prompt, note, failure, model or task id", id="filter"
+                    )
                     yield Static("", id="status-filter")
                 yield TaskTable(clock=self.clock, id="tasks")
             yield PreviewPane(self.image_protocol, id="preview-pane")
@@ -363,7 +366,7 @@ class KlingApp(App[None]):
 
     def _table_filters(self) -> dict[str, Any]:
         _, statuses = STATUS_FILTERS[self.status_filter]
-        return {"text": self.text_filter or None, "status": statuses, "starred": True if self.starred_only else None}
+        return {"words": self.text_filter or None, "status": statuses, "starred": True if self.starred_only else None}
 
     def _matches_filter(self, record: TaskRecord) -> bool:
         if self.starred_only and not record.starred:
@@ -372,9 +375,7 @@ class KlingApp(App[None]):
         if statuses and record.status not in statuses:
             return False
         if self.text_filter:
-            needle = self.text_filter.lower()
-            haystack = " ".join([record.prompt or "", record.model or "", record.task_id or ""]).lower()
-            return needle in haystack
+            return matches_words(self.text_filter, record_texts(record))
         return True
 
     @on(RecordChanged)
@@ -538,6 +539,7 @@ class KlingApp(App[None]):
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.text_filter = event.value.strip()
+        self.table.matches = highlighter(search_terms(self.text_filter))
         self.reload_table()
 
     @on(Input.Submitted, "#filter")

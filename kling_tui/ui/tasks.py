@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from rich.text import Text
@@ -49,6 +50,7 @@ PROMPT_WIDTH = 60
 ROW_CACHE = 200  # rendered rows and lines kept: a few screenfuls at 200x60
 CELL_CACHE = ROW_CACHE * len(COLUMNS)
 STATUS_MSG_WIDTH = 40
+MATCH_STYLE = "bold underline"
 
 
 class Stamp(Text):
@@ -89,9 +91,16 @@ def _reason(row: TaskRow | TaskRecord) -> str:
     return msg if len(msg) <= STATUS_MSG_WIDTH else msg[: STATUS_MSG_WIDTH - 1] + "…"
 
 
-def prompt_cell(row: TaskRow | TaskRecord) -> Text:
+def highlighter(terms: Sequence[str]) -> re.Pattern[str] | None:
+    """Words starting with any search term (as the index matches them), whole words marked."""
+    if not terms:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(t) for t in terms) + r")\w*", re.IGNORECASE)
+
+
+def prompt_cell(row: TaskRow | TaskRecord, matches: re.Pattern[str] | None = None) -> Text:
     """The prompt, after the reason a task failed: the last column, so the status column stays
-    narrow and the others stay in view however long the reason."""
+    narrow and the others stay in view however long the reason. `matches`: words to mark."""
     flat = plain(" ".join((row.prompt or "").split()))
     text = Text(no_wrap=True)
     reason = _reason(row)
@@ -103,6 +112,8 @@ def prompt_cell(row: TaskRow | TaskRecord) -> Text:
     if row.group:
         text.append(f"⧉{row.group[:4]} ", style="magenta")
     text.append(flat if len(flat) <= PROMPT_WIDTH else flat[: PROMPT_WIDTH - 1] + "…")
+    if matches is not None:
+        text.highlight_regex(matches, MATCH_STYLE)
     return text
 
 
@@ -140,6 +151,7 @@ class TaskTable(DataTable):
         self._line_cache = LRUCache(ROW_CACHE)
         self.clock = clock
         self._rows: dict[str, TaskRow | TaskRecord] = {}
+        self.matches: re.Pattern[str] | None = None  # the filter's words, marked in the prompt cells
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
@@ -154,7 +166,7 @@ class TaskTable(DataTable):
             Text(_n(row), justify="right"),
             Text(_ratio(row)),
             Text(plain(row.units or ""), justify="right"),
-            prompt_cell(row),
+            prompt_cell(row, self.matches),
         ]
 
     def load(self, rows: list[TaskRow]) -> None:
