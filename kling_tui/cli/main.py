@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sandbox)
 
     sub.add_parser("locate", help="print every path kling-tui uses")
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the Model Context Protocol on stdin/stdout, for AI assistants",
+        description="An MCP server over stdio: an assistant can list models, generate, wait for tasks, "
+        "search the history and get saved images, through the same history as the app.",
+    )
+    _common(mcp)
     _add_headless_commands(sub)
     return parser
 
@@ -155,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     from kling_tui.base.logs import setup_logging
 
     setup_logging()
+    if args.command == "mcp":
+        from kling_tui.mcp.server import run as run_mcp
+
+        return run_mcp(sandbox=bool(getattr(args, "sandbox", False)))
     if args.command in HEADLESS_COMMANDS:
         from kling_tui.cli.headless import run as run_headless
 
