@@ -198,3 +198,20 @@ def test_a_batch_killed_at_random_moments_creates_every_row_exactly_once(tmp_pat
     assert set(by_ext) == expected and max(by_ext.values()) == 1, "a row is missing from history or recorded twice"
     assert all(r is not None and r.status == "succeed" and r.image_paths for r in records)
     print(f"\nbatch kill: rows reported before each kill {kills}, created before the final run {before_final}")
+
+
+def test_a_second_run_of_a_file_still_running_sends_nothing(sandbox, tmp_path):
+    import fcntl
+
+    from kling_tui.base.locations import data_dir
+    from kling_tui.cli.batch import path_group
+
+    path = _write_jsonl(tmp_path / "one.jsonl", [{"prompt": "a kite"}])
+    with (data_dir() / f"batch-{path_group(path)}.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first run holds it
+        second = kling("batch", str(path), sandbox=sandbox)
+        assert second.code == 2 and "another kling-tui batch is running one.jsonl" in second.stderr
+        assert kling("batch", str(path), "--dry-run", sandbox=sandbox).code == 0  # looking is fine
+    assert sandbox.state.counters()["tasks_created"] == 0
+    assert kling("batch", str(path), sandbox=sandbox).code == 0
+    assert sandbox.state.counters()["tasks_created"] == 1

@@ -29,6 +29,7 @@ from typing import Any
 from kling_tui.api.client import PATHS
 from kling_tui.api.errors import InvalidRequest
 from kling_tui.api.types import GenerationRequest, MultiImageRequest, request_from_params
+from kling_tui.base.locations import data_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import (
     EXIT_API,
@@ -348,6 +349,15 @@ async def cmd_batch(args: argparse.Namespace, settings: Settings, store: History
         if kind is None:
             raise CommandError(f"--kind: must be one of {', '.join(PATHS)} (got {plain(args.kind)})", EXIT_INVALID)
         args.kind = kind
+    if args.dry_run:
+        return await _batch(args, path, settings, store, console)
+    with _one_run_per_file(path):  # from the first look at history to the last send
+        return await _batch(args, path, settings, store, console)
+
+
+async def _batch(
+    args: argparse.Namespace, path: Path, settings: Settings, store: HistoryStore, console: Console
+) -> int:
     rows = await asyncio.to_thread(prepare, path, store, settings, args.kind)
     invalid = [row for row in rows if not row.valid]
     for row in invalid:
@@ -376,6 +386,26 @@ async def cmd_batch(args: argparse.Namespace, settings: Settings, store: History
         if console.as_json:
             console.json(_row_json(store, row, outcome="invalid"))
     return EXIT_INVALID if invalid else code
+
+
+@contextlib.contextmanager
+def _one_run_per_file(path: Path) -> Iterator[None]:
+    """Two runs of one file at once would both send the rows still queued: the second waits for none."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: no lock
+        yield
+        return
+    lock_path = data_dir() / f"batch-{path_group(path)}.lock"
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CommandError(
+                f"FILE: another kling-tui batch is running {plain(path.name)}; run it again when that one ends",
+                EXIT_INVALID,
+            ) from None
+        yield
 
 
 def path_group(path: Path) -> str:

@@ -225,7 +225,8 @@ async def open_service(settings: Settings, store: HistoryStore, *, sandbox: bool
 
 def build_server(service: Service) -> MCPServer:
     """The MCP server and its tools over `service`."""
-    server = MCPServer("kling-tui", version=__version__, instructions=INSTRUCTIONS)
+    # WARNING: at INFO the SDK would log every HTTP request of the client to stderr.
+    server = MCPServer("kling-tui", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(annotations=read_only)
