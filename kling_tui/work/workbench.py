@@ -158,6 +158,8 @@ class Workbench:
                 return
             self.queue.pop(0)
             request = self._requests.pop(record.local_id, None) or self._rebuild(record)
+            # In flight from here on: nothing may look it up (and find nothing) meanwhile.
+            self._in_flight.add(record.local_id)
             record = self._update(record.local_id, status="pending", status_msg="")
             self._spawn(self._send_queued(record, request))
 
@@ -323,6 +325,11 @@ class Workbench:
         try:
             task = await self.client.get(record.external_task_id, kind=record.kind)
         except KlingError as exc:
+            latest = self.store.get(record.local_id) or record
+            if latest.task_id or latest.status != "pending" or latest.local_id in self._in_flight:
+                # Answered meanwhile (its create, still on its way when we asked, arrived):
+                # "not found" was about the moment before, never a reason to call it not created.
+                return latest
             if exc.code == TASK_NOT_FOUND:
                 return self._update(
                     record.local_id,
