@@ -141,6 +141,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._validate_timer: Timer | None = None
         self.problems: list[Problem] = []
         self._ready = False
+        self._shown_for: tuple[str, ...] = ()
         default = caps.models[caps.default_model]
         # The options each Select shows now (see _set_options); composed with the default model's.
         self._options: dict[str, tuple[str, ...]] = {
@@ -496,6 +497,17 @@ class GenerationForm(VerticalScroll, can_focus=False):
         restyle_input = bool(image) and model.restyle
         self._show("#resolution-box", not multi and not restyle_input)
         self._set_options("resolution", resolutions, pending.get("resolution"))
+        self._shown_for = self._capability_inputs()
+
+    def _capability_inputs(self) -> tuple[str, ...]:
+        """What `refresh_capabilities` depends on: a change event that leaves these as they were
+        (the Selects announcing their composed values on start, say) needs no second pass."""
+        return (
+            self.mode,
+            str(self.query_one("#model", Select).value),
+            str(self.query_one("#reference", Select).value),
+            self._text("image"),
+        )
 
     # -- validation --------------------------------------------------------------------
     def validate_now(self) -> list[Problem]:
@@ -563,13 +575,17 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
-        if self._ready and event.select.id in ("mode", "model", "reference"):
+        if (
+            self._ready
+            and event.select.id in ("mode", "model", "reference")
+            and self._capability_inputs() != self._shown_for
+        ):
             self.refresh_capabilities()
         self.schedule_validation()
 
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
-        if self._ready and event.input.id == "image":
+        if self._ready and event.input.id == "image" and self._capability_inputs() != self._shown_for:
             self.refresh_capabilities()
         self.schedule_validation()
 
