@@ -472,11 +472,14 @@ class KlingApp(App[None]):
             return
         requests = self.form.variant_requests()
         if len(requests) > 1:
+            from kling_tui.api.prices import describe
             from kling_tui.work.variants import estimate_units
 
             units = estimate_units(requests, self.caps)
             self.push_screen(
-                ConfirmDialog(f"Submit {len(requests)} tasks, about {units:g} units?", yes="Submit"),
+                ConfirmDialog(
+                    f"Submit {len(requests)} tasks, an estimated {describe(units, self.caps)}?", yes="Submit"
+                ),
                 lambda yes: self._enqueue(requests) if yes else None,
             )
             return

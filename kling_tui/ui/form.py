@@ -537,17 +537,20 @@ class GenerationForm(VerticalScroll, can_focus=False):
         count.update(f"{len(prompt)}/{PROMPT_MAX}")
         count.set_class(len(prompt) > PROMPT_MAX, "over")
 
+        from kling_tui.api.prices import describe
         from kling_tui.work.variants import estimate_units
 
         model = self.model
         n = request.n if isinstance(request.n, int) and request.n > 0 else 1
+        units = estimate_units(variants, self.caps)
         if len(variants) > 1:
             images = sum(v.n if isinstance(v.n, int) and v.n > 0 else 1 for v in variants)
-            units = estimate_units(variants, self.caps)
-            line = f"{len(variants)} tasks · {images} images ≈ {units:g} units"
+            line = f"{len(variants)} tasks · {images} images · estimate ≈ {describe(units, self.caps)}"
         else:
-            units = model.units(n, getattr(request, "resolution", None))
-            line = f"{n} image{'s' if n != 1 else ''} on {model.name} ≈ {units:g} units · holds {n} slot{'s' if n != 1 else ''}"
+            line = (
+                f"{n} image{'s' if n != 1 else ''} on {model.name} · estimate ≈ {describe(units, self.caps)}"
+                f" · holds {n} slot{'s' if n != 1 else ''}"
+            )
         self.query_one("#estimate", Static).update(Text(line))
 
     def schedule_validation(self) -> None:
