@@ -137,6 +137,33 @@ class Capabilities:
         # Rounded: 0.014 / 0.0035 is 4.000000000000001 in floating point.
         return round(usd / self.usd_per_unit, 6)
 
+    def retirement_notice(
+        self, name: str | None, day: dt.date, remembered: Mapping[str, dt.date] | None = None
+    ) -> str | None:
+        """A warning for sending to `name` on `day`: retired, or retiring within 30 days; None when fine.
+
+        `remembered`: models the service itself answered "discontinued" for, with the day it did.
+        """
+        model = self.get(name) if name else None
+        if not name or (model is None and not (remembered and name in remembered)):
+            return None
+        if remembered and name in remembered:
+            text = f"{name} has been discontinued (the service said so on {remembered[name].isoformat()})"
+        elif model is None:
+            return None
+        elif model.retires is not None and model.retires <= day:
+            text = f"{name} retired on {model.retires.isoformat()}"
+        elif model.discontinued:
+            text = f"{name} has been discontinued"
+        elif model.retiring_soon(day):
+            assert model.retires is not None
+            days = (model.retires - day).days
+            text = f"{name} retires on {model.retires.isoformat()} (in {days} day{'s' if days != 1 else ''})"
+        else:
+            return None
+        successor = model.successor if model is not None else None
+        return f"{text}; successor: {successor}" if successor else f"{text}; no successor is named"
+
     def preferred_model(self, day: dt.date, retired: frozenset[str] = frozenset()) -> str:
         """The first model of `default_models` not retired on `day` nor in `retired`."""
         for name in (*self.default_models, *self.models):

@@ -88,3 +88,42 @@ def format_usd(usd: float) -> str:
 def describe(units: float, caps: Capabilities) -> str:
     """ "8 units ($0.028)": an estimate as the form, the confirm and the CLI show it."""
     return f"{units:g} unit{'' if units == 1 else 's'} ({format_usd(caps.usd(units))})"
+
+
+USE_LABELS = {
+    "text_to_image": "text-to-image",
+    "image_to_image": "image-to-image",
+    "reference": "subject/face reference",
+    "restyle": "restyle",
+    "multi_image": "multi-image",
+    "omni": "omni",
+    "expand": "expansion",
+}
+
+
+def price_list(caps: Capabilities, model: ModelCaps) -> list[Price]:
+    """Every use and resolution `model` can do, priced (plus any use its prices name)."""
+    pairs: list[tuple[str, str]] = []
+    if model.text_to_image:
+        pairs += [("text_to_image", res) for res in model.resolutions]
+    if "entire" in model.image_modes:
+        pairs += [("image_to_image", res) for res in model.image_resolutions]
+    if model.reference_types:
+        pairs += [("reference", res) for res in model.image_resolutions]
+    if model.restyle:
+        pairs.append(("restyle", "1k"))
+    if model.multi_image:
+        pairs.append(("multi_image", "1k"))
+    for key in model.prices:
+        use, _, res = key.partition("_") if key.startswith("default") else _split_key(key)
+        if use != "default" and (use, res or "1k") not in pairs:
+            pairs.append((use, res or "1k"))
+    return [Price(model.name, use, res, 1, caps.unit_price(model, use, res)) for use, res in pairs]
+
+
+def _split_key(key: str) -> tuple[str, str, str]:
+    """ "omni_4k" -> ("omni", "_", "4k"); "multi_image" -> ("multi_image", "", "")."""
+    head, _, tail = key.rpartition("_")
+    if head and tail in ("1k", "2k", "4k"):
+        return head, "_", tail
+    return key, "", ""

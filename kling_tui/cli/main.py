@@ -103,8 +103,14 @@ def _add_headless_commands(sub) -> None:
     export.add_argument("--format", choices=("jsonl", "csv"), required=True)
     _common(export)
 
+    models = sub.add_parser(
+        "models",
+        help="list the models: what each can do, its price per image by use and resolution, its retirement",
+    )
+    _common(models, json_help="print the table as one JSON object")
 
-HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export")
+
+HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export", "models")
 
 
 def _locate() -> int:
