@@ -100,3 +100,43 @@ def test_without_retire_by_date_the_sandbox_serves_the_spec_models():
         httpx.Client(base_url=sb.base_url, headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"}) as http,
     ):
         assert http.post(GEN, json={"prompt": "x", "model_name": "kling-v2"}).json()["code"] == 0
+
+
+def test_generate_warns_about_a_retired_model_and_gives_its_estimate_which_the_server_then_deducts(sandbox):
+    run = kling("generate", "a paper boat", "--model", "kling-v2", "--n", "2", "--wait", "--json", sandbox=sandbox)
+    assert run.code == 0, run.stderr
+    assert "warning: kling-v2 retired on 2026-09-15; successor: kling-v3" in run.stderr
+    task = run.json()
+    assert task["estimate"] == {
+        "units": 8.0,
+        "usd": 0.028,
+        "model": "kling-v2",
+        "use": "text_to_image",
+        "resolution": "1k",
+        "images": 2,
+        "is_estimate": True,
+    }
+    assert float(task["units"]) == task["estimate"]["units"]  # the server's deduction, the truth
+
+
+def test_generate_on_a_model_in_service_says_nothing_about_retirement(sandbox):
+    run = kling("generate", "a paper boat", "--model", "kling-v3", "--json", sandbox=sandbox)
+    assert run.code == 0, run.stderr
+    assert run.stderr == ""
+    assert run.json()["estimate"]["units"] == 8.0
+
+
+def test_a_discontinued_answer_is_shown_verbatim_remembered_and_the_next_default_is_the_successor():
+    caps = load_capabilities({"models": {"kling-v1": {"discontinued": True}}})
+    with Sandbox(SandboxConfig(submitted_seconds=0.05, processing_seconds=0.05, capabilities=caps)) as sb:
+        refused = kling("generate", "a paper boat", "--json", sandbox=sb)
+        assert refused.code == 3
+        assert "The model 'kling-v1' has been discontinued" in refused.stderr
+        assert "--model kling-v3" in refused.stderr
+        assert refused.json()["error"]["code"] == 1203
+        assert "kling-v1" in load_retired()
+
+        again = kling("generate", "a paper boat", "--wait", "--json", sandbox=sb)
+        assert again.code == 0, again.stderr
+        assert again.json()["model"] == "kling-v3"
+        assert "kling-v1" not in again.stderr  # nothing sent to it, nothing to warn about

@@ -68,7 +68,10 @@ def _add_headless_commands(sub) -> None:
     )
     gen.add_argument("prompt", metavar="PROMPT", help="what to draw (at most 2500 characters)")
     gen.add_argument(
-        "--model", metavar="M", help="model_name, e.g. kling-v1, kling-v1-5, kling-v2-1 (default: the config's)"
+        "--model",
+        metavar="M",
+        help="model_name, e.g. kling-v1, kling-v3, kling-v2-1 (default: the first of default_models not retired; "
+        "see `kling-tui models`)",
     )
     gen.add_argument("--negative", metavar="TEXT", help="negative_prompt: what to avoid")
     gen.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
