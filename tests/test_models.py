@@ -140,3 +140,21 @@ def test_a_discontinued_answer_is_shown_verbatim_remembered_and_the_next_default
         assert again.code == 0, again.stderr
         assert again.json()["model"] == "kling-v3"
         assert "kling-v1" not in again.stderr  # nothing sent to it, nothing to warn about
+
+
+def test_bad_lifecycle_and_price_settings_are_named_and_ignored(isolated_home):
+    from kling_tui.config import load_settings
+
+    _config(
+        isolated_home,
+        'default_models = ["kling-v3", 7]\n'
+        "[models.kling-v3]\n"
+        'retires = "next spring"\n'
+        "prices = { text_to_image = 0.01, sparkle = 1 }\n",
+    )
+    settings = load_settings()
+    assert any(w.startswith("default_models must be a list of model names") for w in settings.warnings)
+    assert any("[models.kling-v3] retires has the wrong type (got 'next spring')" in w for w in settings.warnings)
+    assert any("[models.kling-v3] prices has the wrong type" in w for w in settings.warnings)
+    v3 = settings.capabilities().get("kling-v3")
+    assert v3.retires is None and v3.prices["default"] == 0.028  # the packaged values hold

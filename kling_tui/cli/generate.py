@@ -17,6 +17,7 @@ from kling_tui.cli.session import check_finished, invalid_input, open_session, o
 from kling_tui.config import Settings
 from kling_tui.history.retired import load_retired, remember_retired
 from kling_tui.history.store import HistoryStore
+from kling_tui.work.spending import over_budget, spent_today
 from kling_tui.work.variants import request_price
 
 
@@ -59,6 +60,13 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings, store: Hist
     estimate = request_price(request, caps)
     console.progress(f"estimate: ≈ {describe(estimate.units, caps)} for {_what(estimate)}")
     extra = {"estimate": estimate_json(estimate, caps)}
+    if settings.budget_daily is not None or settings.budget_session is not None:
+        spent = await asyncio.to_thread(spent_today, store, caps)
+        overruns = over_budget(settings, estimate.units, today=spent, session=0.0)  # a command is a session
+        if overruns and not args.yes:
+            raise CommandError(
+                f"not sent: {'; '.join(str(o) for o in overruns)} (add --yes to send anyway)", EXIT_INVALID
+            )
     async with open_session(settings, store, sandbox=args.sandbox) as session:
         session.require_credentials(settings)
         try:

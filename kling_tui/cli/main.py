@@ -87,6 +87,7 @@ def _add_headless_commands(sub) -> None:
         "--wait", action="store_true", help="wait until the task ends, save its images and print their paths"
     )
     gen.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
+    gen.add_argument("--yes", action="store_true", help="send even if it would pass the config's [budget]")
     _common(gen, json_help="print the task as one JSON object")
 
     lst = sub.add_parser("list", help="list tasks from the local history, newest first")

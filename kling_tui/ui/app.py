@@ -137,6 +137,7 @@ class KlingApp(App[None]):
         self.caps: Capabilities = settings.capabilities()
         # Models the service answered "discontinued" for (user data), with the day it did.
         self.retired: dict[str, dt.date] = self._load_retired()
+        self._session_ids: list[str] = []  # tasks sent from this run, for the session budget
         self.store = store or HistoryStore(history_dir(sandbox=sandbox is not None))
         self.workbench: Workbench | None = None  # set by connect()
         self._client: KlingClient | None = None
@@ -517,19 +518,37 @@ class KlingApp(App[None]):
             )
             return
         requests = self.form.variant_requests()
-        if len(requests) > 1:
-            from kling_tui.api.prices import describe
-            from kling_tui.work.variants import estimate_units
+        from kling_tui.api.prices import describe
+        from kling_tui.work.variants import estimate_units
 
-            units = estimate_units(requests, self.caps)
+        units = estimate_units(requests, self.caps)
+        questions = (
+            [f"Submit {len(requests)} tasks, an estimated {describe(units, self.caps)}?"] if len(requests) > 1 else []
+        )
+        overruns = self._overruns(units)
+        if overruns:
+            figures = "\n".join(f"Over budget: {o}." for o in overruns)
+            questions = [figures, *questions] if questions else [figures, "Submit anyway?"]
+        if questions:
             self.push_screen(
-                ConfirmDialog(
-                    f"Submit {len(requests)} tasks, an estimated {describe(units, self.caps)}?", yes="Submit"
-                ),
+                ConfirmDialog("\n".join(questions), yes="Submit"),
                 lambda yes: self._enqueue(requests) if yes else None,
             )
             return
         self._enqueue(requests)
+
+    def _overruns(self, units: float) -> list[Any]:
+        """The config's budgets this submit would pass (none set: nothing to ask)."""
+        if (
+            getattr(self.settings, "budget_daily", None) is None
+            and getattr(self.settings, "budget_session", None) is None
+        ):
+            return []
+        from kling_tui.work.spending import over_budget, spent_by, spent_today
+
+        today = spent_today(self.store, self.caps)
+        session = spent_by(self.store, self.caps, self._session_ids)
+        return over_budget(self.settings, units, today=today, session=session)
 
     def _enqueue(self, requests: list[Any], parent: TaskRecord | None = None) -> None:
         from kling_tui.work.variants import new_group
@@ -547,6 +566,7 @@ class KlingApp(App[None]):
             except OSError as exc:
                 self.notify(f"Could not write history: {exc}", severity="error", markup=False)
                 return
+            self._session_ids.append(record.local_id)
             self._show_new(record)
         self.form.query_one(PromptArea).remember(self.form.query_one(PromptArea).text)
         self.update_header()
