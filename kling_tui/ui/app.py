@@ -421,7 +421,11 @@ class KlingApp(App[None]):
         successor = self.successor_of(record)
         if successor:
             key = self._key_for("task.rerun_successor")
-            self.notify(f"{name} is remembered as retired. {key} re-runs the task on {successor}.", timeout=8)
+            self.notify(
+                plain(f"{name} is remembered as retired. {key} re-runs the task on {successor}."),
+                timeout=8,
+                markup=False,
+            )
 
     def successor_of(self, record: TaskRecord) -> str | None:
         """The model to re-run `record` on: its model's successor, when that model has retired."""
