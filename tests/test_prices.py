@@ -113,3 +113,28 @@ def test_a_resolution_without_its_own_price_costs_the_1k_price_and_a_4k_price_is
 def test_a_config_can_reprice_a_model(override, expected):
     caps = load_capabilities({"models": {"kling-v3": override}})
     assert estimate_units([GenerationRequest(prompt="p", model_name="kling-v3", n=2)], caps) == expected
+
+
+def test_the_models_price_list_names_only_listed_prices_and_omni_resolutions():
+    from kling_tui.api.prices import price_list
+
+    caps = load_capabilities(
+        {
+            "models": {
+                "omni-like": {
+                    "text_to_image": True,
+                    "resolutions": ["1k", "2k"],
+                    "prices": {"omni": 0.028, "omni_4k": 0.056},
+                }
+            }
+        }
+    )
+    listed = [(p.use, p.resolution, p.per_image) for p in price_list(caps, caps.get("omni-like"))]
+    assert listed == [("omni", "1k", 8.0), ("omni", "4k", 16.0)]
+    v2 = [(p.use, p.resolution, p.per_image) for p in price_list(caps, caps.get("kling-v2"))]
+    assert v2 == [
+        ("text_to_image", "1k", 4.0),
+        ("text_to_image", "2k", 4.0),
+        ("restyle", "1k", 8.0),
+        ("multi_image", "1k", 16.0),
+    ]

@@ -97,3 +97,14 @@ async def test_the_successor_key_explains_itself_on_a_model_that_has_not_retired
 def test_today_is_past_the_public_retirement_dates():
     # The warnings above name dates that have passed; this keeps the tests honest about it.
     assert dt.date.today() > dt.date(2026, 9, 15)
+
+
+async def test_a_rerun_from_the_table_on_a_retired_model_warns_as_it_goes(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 40)) as pilot:
+        key = await submit(app, pilot, "a brass compass", model="kling-v2")
+        await wait_for(pilot, lambda: "succeed" in status(app, key))
+        app.table.focus()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.table.row_count == 2)
+        assert any("kling-v2 retired on 2026-09-15; successor: kling-v3" in n.message for n in app._notifications)

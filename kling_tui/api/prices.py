@@ -118,6 +118,8 @@ def price_list(caps: Capabilities, model: ModelCaps) -> list[Price]:
         use, _, res = key.partition("_") if key.startswith("default") else _split_key(key)
         if use != "default" and (use, res or "1k") not in pairs:
             pairs.append((use, res or "1k"))
+    if model.prices:  # a priced model lists only what the price list names
+        pairs = [(use, res) for use, res in pairs if use in caps.use_prices or model.usd_price(use, res) is not None]
     return [Price(model.name, use, res, 1, caps.unit_price(model, use, res)) for use, res in pairs]
 
 

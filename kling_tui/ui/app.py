@@ -723,6 +723,9 @@ class KlingApp(App[None]):
         params = {**record.params, **changes}
         params.pop("external_task_id", None)  # a fresh id: this is a new task
         request = request_from_params(record.kind, params)
+        notice = self.caps.retirement_notice(request.model_name, dt.date.today(), self.retired)
+        if notice:  # the form warns as you edit; a re-run from the table warns as it goes
+            self.notify(plain(notice), title="Model retiring", severity="warning", markup=False)
         self._enqueue([request], parent=record if as_child else None)
 
     def action_rerun(self) -> None:
