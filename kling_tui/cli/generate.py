@@ -56,7 +56,7 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings, store: Hist
     out = out_dir(args.out)
     notice = caps.retirement_notice(request.model_name, today, {n: r.since for n, r in remembered.items()})
     if notice:
-        console.warn(notice)
+        console.warn(plain(notice))
     estimate = request_price(request, caps)
     console.progress(f"estimate: ≈ {describe(estimate.units, caps)} for {_what(estimate)}")
     extra = {"estimate": estimate_json(estimate, caps)}
@@ -118,13 +118,14 @@ def estimate_json(estimate: Price, caps: Capabilities) -> dict[str, Any]:
 
 def _remember_discontinued(message: str, caps: Capabilities, console: Console, *, sandbox: bool) -> None:
     """The service said a model is gone: remember it, and name what to use instead."""
-    name = discontinued_model(message)
-    if name is None:
+    found = discontinued_model(message)
+    if found is None:
         return
+    name = plain(found)
     try:
-        remember_retired(name, message, sandbox=sandbox)
+        remember_retired(found, message, sandbox=sandbox)
     except OSError as exc:
         console.warn(f"could not remember that {name} is discontinued: {exc.strerror or exc}")
-    model = caps.get(name)
+    model = caps.get(found)
     if model is not None and model.successor:
         console.warn(f"{name} is remembered as retired; to send it on its successor add: --model {model.successor}")
