@@ -1,4 +1,4 @@
-"""Runs one headless command (`generate`, `list`, `show`, `download`, `export`; a module each).
+"""Runs one headless command (`generate`, `list`, `show`, `download`, `export`, `models`; a module each).
 
 They run on the same core as the TUI (Workbench, HistoryStore), so a task a script creates
 shows up in the TUI's history and the other way round. Results go to stdout (one JSON
@@ -20,6 +20,7 @@ from kling_tui.base.locations import history_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.export import cmd_export, cmd_list
 from kling_tui.cli.generate import cmd_generate
+from kling_tui.cli.models import cmd_models
 from kling_tui.cli.output import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -46,6 +47,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, store: History
         return cmd_list(args, store, console)
     if args.command == "export":
         return cmd_export(args, store, console)
+    if args.command == "models":
+        return cmd_models(args, settings, console)
     raise ValueError(f"not a headless command: {args.command}")
 
 

@@ -68,7 +68,10 @@ def _add_headless_commands(sub) -> None:
     )
     gen.add_argument("prompt", metavar="PROMPT", help="what to draw (at most 2500 characters)")
     gen.add_argument(
-        "--model", metavar="M", help="model_name, e.g. kling-v1, kling-v1-5, kling-v2-1 (default: the config's)"
+        "--model",
+        metavar="M",
+        help="model_name, e.g. kling-v1, kling-v3, kling-v2-1 (default: the first of default_models not retired; "
+        "see `kling-tui models`)",
     )
     gen.add_argument("--negative", metavar="TEXT", help="negative_prompt: what to avoid")
     gen.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
@@ -84,6 +87,7 @@ def _add_headless_commands(sub) -> None:
         "--wait", action="store_true", help="wait until the task ends, save its images and print their paths"
     )
     gen.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
+    gen.add_argument("--yes", action="store_true", help="send even if it would pass the config's [budget]")
     _common(gen, json_help="print the task as one JSON object")
 
     lst = sub.add_parser("list", help="list tasks from the local history, newest first")
@@ -103,8 +107,14 @@ def _add_headless_commands(sub) -> None:
     export.add_argument("--format", choices=("jsonl", "csv"), required=True)
     _common(export)
 
+    models = sub.add_parser(
+        "models",
+        help="list the models: what each can do, its price per image by use and resolution, its retirement",
+    )
+    _common(models, json_help="print the table as one JSON object")
 
-HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export")
+
+HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export", "models")
 
 
 def _locate() -> int:

@@ -86,6 +86,9 @@ class TaskRecord:
     note: str = ""
     group: str | None = None
     queue_position: float | None = None  # order among queued tasks (lower goes first)
+    # The task this one was made from (its local id) and which of its images (0: the task itself).
+    parent_id: str | None = None
+    parent_index: int | None = None
 
     @property
     def prompt(self) -> str:
@@ -175,6 +178,8 @@ def record_to_toml(record: TaskRecord) -> str:
         "group": record.group,
         "note": record.note,
         "queue_position": record.queue_position,
+        "parent_id": record.parent_id,
+        "parent_index": record.parent_index,
     }
     for name in _TIME_FIELDS:
         value = getattr(record, name)
@@ -252,6 +257,8 @@ def record_from_toml(local_id: str, text: str) -> TaskRecord:
         note=_expect(data, "note", str, ""),
         group=_expect(data, "group", str),
         queue_position=_number(data, "queue_position"),
+        parent_id=_expect(data, "parent_id", str),
+        parent_index=_expect(data, "parent_index", int),
     )
 
 

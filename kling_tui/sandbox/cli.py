@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a task stays processing (default: %(default)s)",
     )
     parser.add_argument("--webhook-secret", default=None, help="sign callbacks with this whsec_... secret")
+    parser.add_argument(
+        "--retire-by-date",
+        action="store_true",
+        help="answer 'has been discontinued' (1203) for models whose retirement date (models.toml) has come",
+    )
 
 
 def config_from(args: argparse.Namespace) -> SandboxConfig:
@@ -49,6 +54,7 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
         secret_key=args.secret_key,
         api_key=args.api_key,
         webhook_secret=args.webhook_secret,
+        retire_by_date=args.retire_by_date,
     )
 
 
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print("  callbacks are signed with the given webhook secret")
     print(f"  slots: {cfg.slots}, submitted {cfg.submitted_seconds:g} s, processing {cfg.processing_seconds:g} s")
     print("  prompts with #fail fail, prompts with #block are refused (1301)")
+    if cfg.retire_by_date:
+        print("  models past their retirement date answer 'has been discontinued' (1203)")
     print("Use it with:")
     print(f"  export KLING_BASE_URL={sandbox.base_url}")
     print(f"  export KLING_ACCESS_KEY={cfg.access_key} KLING_SECRET_KEY={cfg.secret_key}")

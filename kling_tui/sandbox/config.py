@@ -26,3 +26,8 @@ class SandboxConfig:
     total_units: float = 1000.0  # size of the one resource pack
     capabilities: Capabilities | None = field(default=None, repr=False)  # None: the packaged table
     image_lifetime_days: float = 30.0  # result URLs answer 404 this long after the task's creation
+    # Answer "The model '<name>' has been discontinued" (1203) for a model whose `retires` date
+    # has come on the sandbox clock. Off by default: whether Kling still serves legacy image
+    # models past their announced dates is open, and the spec's examples use them. A model
+    # marked `discontinued` is refused either way.
+    retire_by_date: bool = False

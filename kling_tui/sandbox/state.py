@@ -7,6 +7,7 @@ server's event loop and a test's thread (clock, faults, lookups) use it at the s
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import threading
@@ -15,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kling_tui.api.capabilities import Capabilities, default_capabilities
+from kling_tui.api.capabilities import Capabilities, default_capabilities, discontinued_message
+from kling_tui.api.prices import price
 from kling_tui.api.validation import decode_image_field, image_size, validate_generation, validate_multi_image
 from kling_tui.sandbox.clock import SandboxClock
 from kling_tui.sandbox.config import SandboxConfig
@@ -244,10 +246,13 @@ class SandboxState:
         default_model = caps.default_model if kind == "generation" else (multi[0] if multi else caps.default_model)
         model = caps.get(payload.get("model_name") or default_model)
         assert model is not None  # validation resolved it
+        if self.config.retire_by_date and model.retired_on(self.today()):
+            self.count("invalid")
+            raise ApiError(1203, discontinued_message(model.name))
         n = payload.get("n") or 1
         resolution = (payload.get("resolution") or "1k") if kind == "generation" else "1k"
         width, height = self._size(kind, payload, model.restyle, resolution)
-        units = model.units(n, resolution)
+        units = price(caps, kind, payload).units  # the table the client's estimate reads
         ext = payload.get("external_task_id")
 
         with self._lock:
@@ -290,6 +295,10 @@ class SandboxState:
             self._counters["tasks_created"] += 1
             self._queue_callback(task)
             return task
+
+    def today(self) -> dt.date:
+        """The sandbox clock's date (UTC), for retirement dates."""
+        return dt.datetime.fromtimestamp(self.clock.now(), dt.UTC).date()
 
     def _new_id(self) -> str:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import time
 from collections.abc import Callable, Iterable
@@ -17,11 +18,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from kling_tui.api.capabilities import Capabilities
+from kling_tui.api.capabilities import Capabilities, discontinued_model
 from kling_tui.api.errors import InvalidRequest
 from kling_tui.base.locations import history_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.history.draft import load_draft, save_draft
+from kling_tui.history.retired import load_retired, remember_retired
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
@@ -77,6 +79,7 @@ class KlingApp(App[None]):
         Binding("escape", "escape", "Leave the filter", show=False, id="app.escape"),
         Binding("e", "edit", "Edit in form", show=False, id="task.edit"),
         Binding("r", "rerun", "Re-run", show=False, id="task.rerun"),
+        Binding("R", "rerun_successor", "Re-run on the successor model", show=False, id="task.rerun_successor"),
         Binding("m", "duplicate('model')", "Same on model…", show=False, id="task.duplicate_model"),
         Binding("a", "duplicate('ratio')", "Same in ratio…", show=False, id="task.duplicate_ratio"),
         Binding("f", "star", "Star", show=False, id="task.star"),
@@ -99,6 +102,7 @@ class KlingApp(App[None]):
             "filter",
             "edit",
             "rerun",
+            "rerun_successor",
             "duplicate",
             "star",
             "note",
@@ -131,6 +135,9 @@ class KlingApp(App[None]):
         )
         self.start_poller = start_poller
         self.caps: Capabilities = settings.capabilities()
+        # Models the service answered "discontinued" for (user data), with the day it did.
+        self.retired: dict[str, dt.date] = self._load_retired()
+        self._session_ids: list[str] = []  # tasks sent from this run, for the session budget
         self.store = store or HistoryStore(history_dir(sandbox=sandbox is not None))
         self.workbench: Workbench | None = None  # set by connect()
         self._client: KlingClient | None = None
@@ -161,7 +168,7 @@ class KlingApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
         # The prompt, its first focusable widget, has the focus from the start: the pane starts active.
-        yield GenerationForm(self.caps, draft=self._draft, id="form-pane", classes="-active")
+        yield GenerationForm(self.caps, draft=self._draft, retired=self.retired, id="form-pane", classes="-active")
         with Vertical(id="right"):
             with Vertical(id="tasks-pane"):
                 with Horizontal(id="filter-bar"):
@@ -296,6 +303,10 @@ class KlingApp(App[None]):
         if choice.mode != "sandbox":
             self.connect()
 
+    def _load_retired(self) -> dict[str, dt.date]:
+        sandbox = self.sandbox is not None or bool(getattr(self.settings, "sandbox", False))
+        return {name: entry.since for name, entry in load_retired(sandbox=sandbox).items()}
+
     def _use_store(self, store: HistoryStore) -> None:
         """Switch histories before connecting (the sandbox keeps its own)."""
         self.store.close()
@@ -384,6 +395,7 @@ class KlingApp(App[None]):
         self._count_spent(record)
         if record.status == "not_created" and (previous is None or previous.status != "not_created"):
             self.notify(plain(record.status_msg), title="Not created", severity="error", markup=False)
+            self._remember_discontinued(record)
         if not self.table.known(record.local_id) and self._matches_filter(record):
             self.table.upsert(record)
             self._total += 1
@@ -393,6 +405,42 @@ class KlingApp(App[None]):
         self.update_header()
         if self.table.selected_key == record.local_id:
             self.show_selected(record)
+
+    def _remember_discontinued(self, record: TaskRecord) -> None:
+        """The service said the model is gone: remember it (user data) and offer its successor."""
+        name = discontinued_model(record.status_msg)
+        if name is None or name in self.retired:
+            return
+        today = dt.date.today()
+        try:
+            remember_retired(name, record.status_msg, sandbox=self.sandbox is not None, today=today)
+        except OSError as exc:
+            self.log.warning(f"could not remember {name} as retired: {exc}")
+        self.retired[name] = today
+        self.form.mark_retired(name, today)
+        successor = self.successor_of(record)
+        if successor:
+            key = self._key_for("task.rerun_successor")
+            self.notify(
+                plain(f"{name} is remembered as retired. {key} re-runs the task on {successor}."),
+                timeout=8,
+                markup=False,
+            )
+
+    def successor_of(self, record: TaskRecord) -> str | None:
+        """The model to re-run `record` on: its model's successor, when that model has retired."""
+        model = self.caps.get(record.model or self.caps.default_model)
+        if model is None or not model.successor or self.caps.get(model.successor) is None:
+            return None
+        retired = model.name in self.retired or model.retired_on(dt.date.today())
+        return model.successor if retired else None
+
+    def _key_for(self, binding_id: str) -> str:
+        for bindings in self._bindings.key_to_bindings.values():
+            for binding in bindings:
+                if binding.id == binding_id:
+                    return self.get_key_display(binding)
+        return binding_id
 
     def _count_spent(self, record: TaskRecord) -> None:
         if self._packs_at is None or not record.finished_at or record.finished_at < self._packs_at:
@@ -428,6 +476,9 @@ class KlingApp(App[None]):
         note = ""
         if record.status in ("failed", "not_created", "error"):
             note = f"{record.status.replace('_', ' ')}: {record.status_msg}"
+            successor = self.successor_of(record)
+            if successor:
+                note += f" · {self._key_for('task.rerun_successor')}: re-run on {successor}"
         self.preview.show_task(record.local_id, paths, list(record.image_urls), record.status, note)
 
     @on(events.DescendantFocus)
@@ -471,18 +522,39 @@ class KlingApp(App[None]):
             )
             return
         requests = self.form.variant_requests()
-        if len(requests) > 1:
-            from kling_tui.work.variants import estimate_units
+        from kling_tui.api.prices import describe
+        from kling_tui.work.variants import estimate_units
 
-            units = estimate_units(requests, self.caps)
+        units = estimate_units(requests, self.caps)
+        questions = (
+            [f"Submit {len(requests)} tasks, an estimated {describe(units, self.caps)}?"] if len(requests) > 1 else []
+        )
+        overruns = self._overruns(units)
+        if overruns:
+            figures = "\n".join(f"Over budget: {o}." for o in overruns)
+            questions = [figures, *questions] if questions else [figures, "Submit anyway?"]
+        if questions:
             self.push_screen(
-                ConfirmDialog(f"Submit {len(requests)} tasks, about {units:g} units?", yes="Submit"),
+                ConfirmDialog("\n".join(questions), yes="Submit"),
                 lambda yes: self._enqueue(requests) if yes else None,
             )
             return
         self._enqueue(requests)
 
-    def _enqueue(self, requests: list[Any]) -> None:
+    def _overruns(self, units: float) -> list[Any]:
+        """The config's budgets this submit would pass (none set: nothing to ask)."""
+        if (
+            getattr(self.settings, "budget_daily", None) is None
+            and getattr(self.settings, "budget_session", None) is None
+        ):
+            return []
+        from kling_tui.work.spending import over_budget, spent_by, spent_today
+
+        today = spent_today(self.store, self.caps)
+        session = spent_by(self.store, self.caps, self._session_ids)
+        return over_budget(self.settings, units, today=today, session=session)
+
+    def _enqueue(self, requests: list[Any], parent: TaskRecord | None = None) -> None:
         from kling_tui.work.variants import new_group
 
         assert self.workbench is not None
@@ -490,12 +562,15 @@ class KlingApp(App[None]):
         for request in requests:
             try:
                 record = self.workbench.enqueue(request, group=group)
+                if parent is not None:
+                    record = self.store.update(record.local_id, parent_id=parent.local_id, parent_index=0)
             except InvalidRequest as exc:
                 self.notify(str(exc), title="Not sent", severity="error", markup=False)
                 return
             except OSError as exc:
                 self.notify(f"Could not write history: {exc}", severity="error", markup=False)
                 return
+            self._session_ids.append(record.local_id)
             self._show_new(record)
         self.form.query_one(PromptArea).remember(self.form.query_one(PromptArea).text)
         self.update_header()
@@ -639,7 +714,7 @@ class KlingApp(App[None]):
             self.form.focus_prompt()
             self.notify("Loaded into the form.", timeout=2)
 
-    def _resubmit(self, record: TaskRecord, **changes: Any) -> None:
+    def _resubmit(self, record: TaskRecord, *, as_child: bool = False, **changes: Any) -> None:
         from kling_tui.api.types import request_from_params
 
         if not self.ensure_connected():
@@ -648,12 +723,26 @@ class KlingApp(App[None]):
         params = {**record.params, **changes}
         params.pop("external_task_id", None)  # a fresh id: this is a new task
         request = request_from_params(record.kind, params)
-        self._enqueue([request])
+        notice = self.caps.retirement_notice(request.model_name, dt.date.today(), self.retired)
+        if notice:  # the form warns as you edit; a re-run from the table warns as it goes
+            self.notify(plain(notice), title="Model retiring", severity="warning", markup=False)
+        self._enqueue([request], parent=record if as_child else None)
 
     def action_rerun(self) -> None:
         record = self._selected_or_warn()
         if record:
             self._resubmit(record)
+
+    def action_rerun_successor(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        successor = self.successor_of(record)
+        if successor is None:
+            model = record.model or self.caps.default_model
+            self.notify(f"{model} has not retired, or no successor is named for it.", severity="warning", markup=False)
+            return
+        self._resubmit(record, as_child=True, model_name=successor)
 
     def action_duplicate(self, what: str) -> None:
         record = self._selected_or_warn()
@@ -701,6 +790,8 @@ class KlingApp(App[None]):
         record = self._selected_or_warn()
         if record is None:
             return
+        if self._compare_mark is None and record.parent_id and self.store.get(record.parent_id) is not None:
+            self._compare_mark = record.parent_id  # a re-run is compared with its original
         if self._compare_mark is None or self._compare_mark == record.local_id:
             self._compare_mark = record.local_id
             self.notify("Marked as A. Press v on another task to compare.", timeout=3)
@@ -783,6 +874,13 @@ class KlingApp(App[None]):
             yield SystemCommand("Edit task in form", "Load its parameters into the form", self.action_edit)
             verb = "Retry task" if record.status in ("failed", "not_created", "error") else "Re-run task"
             yield SystemCommand(verb, "Send it again as it was", self.action_rerun)
+            successor = self.successor_of(record)
+            if successor:
+                yield SystemCommand(
+                    f"Re-run on {successor}",
+                    "Its model has retired: send it on the successor",
+                    self.action_rerun_successor,
+                )
             yield SystemCommand("Same task on another model", "Pick the model", partial(self.action_duplicate, "model"))
             yield SystemCommand(
                 "Same task in another ratio", "Pick the aspect ratio", partial(self.action_duplicate, "ratio")

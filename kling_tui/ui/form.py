@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.text import Text
@@ -134,7 +136,15 @@ class GenerationForm(VerticalScroll, can_focus=False):
             super().__init__()
             self.values = values
 
-    def __init__(self, caps: Capabilities, draft: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        caps: Capabilities,
+        draft: dict[str, Any] | None = None,
+        *,
+        retired: Mapping[str, dt.date] | None = None,
+        today: Callable[[], dt.date] = dt.date.today,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.caps = caps
         self._draft = draft or {}
@@ -142,7 +152,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self.problems: list[Problem] = []
         self._ready = False
         self._shown_for: tuple[str, ...] = ()
-        default = caps.models[caps.default_model]
+        # Models the service said are discontinued (with the day it did), and the date they are judged by.
+        self.retired: dict[str, dt.date] = dict(retired or {})
+        self.today = today
+        self.default_name = caps.preferred_model(today(), frozenset(self.retired))
+        default = caps.models[self.default_name]
         # The options each Select shows now (see _set_options); composed with the default model's.
         self._options: dict[str, tuple[str, ...]] = {
             "aspect": tuple(default.aspect_ratios),
@@ -164,7 +178,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             with Vertical(classes="half"):
                 yield Label("Model", classes="field-label")
                 yield Select(
-                    [(m, m) for m in caps.names], value=caps.default_model, allow_blank=False, id="model", compact=True
+                    [(m, m) for m in caps.names], value=self.default_name, allow_blank=False, id="model", compact=True
                 )
             with Vertical(classes="half"):
                 yield Label("Mode", classes="field-label")
@@ -176,6 +190,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
                     compact=True,
                 )
         yield Static("", id="model-hint", classes="hint")
+        yield Static("", id="model-warning", classes="hint warning")
         with Horizontal(classes="row"):
             with Vertical(classes="third"):
                 yield Label("Ratio", classes="field-label")
@@ -207,7 +222,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         yield Static("", id="image-hint", classes="hint")
         # Composed as the default model shows them (no image, single-image mode), so that
         # refresh_capabilities() changes no classes at start: each change restyles a subtree.
-        default = self.caps.models[self.caps.default_model]
+        default = self.caps.models[self.default_name]
         with Horizontal(classes="row hidden", id="fidelity-row"):
             with Vertical(classes="third" if default.reference_types else "third hidden", id="reference-box"):
                 yield Label("Reference", classes="field-label")
@@ -270,7 +285,10 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     def on_mount(self) -> None:
         self.border_title = "New task"
-        self.restore(self._draft)
+        draft = dict(self._draft)
+        if draft.get("model") in self.retired:
+            draft.pop("model")  # the service said it is gone: start on the preferred model instead
+        self.restore(draft)
         self._ready = True
         self.refresh_capabilities()
         self.validate_now()
@@ -283,7 +301,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
     @property
     def model(self) -> ModelCaps:
         name = str(self.query_one("#model", Select).value)
-        return self.caps.get(name) or self.caps.models[self.caps.default_model]
+        return self.caps.get(name) or self.caps.models[self.default_name]
 
     def _text(self, widget_id: str) -> str:
         return self.query_one(f"#{widget_id}", Input).value.strip()
@@ -549,18 +567,36 @@ class GenerationForm(VerticalScroll, can_focus=False):
         count.update(f"{len(prompt)}/{PROMPT_MAX}")
         count.set_class(len(prompt) > PROMPT_MAX, "over")
 
+        self._hint("model-warning", "\n".join(f"⚠ {plain(n)}" for n in self.retirement_notices(variants)))
+
+        from kling_tui.api.prices import describe
         from kling_tui.work.variants import estimate_units
 
         model = self.model
         n = request.n if isinstance(request.n, int) and request.n > 0 else 1
+        units = estimate_units(variants, self.caps)
         if len(variants) > 1:
             images = sum(v.n if isinstance(v.n, int) and v.n > 0 else 1 for v in variants)
-            units = estimate_units(variants, self.caps)
-            line = f"{len(variants)} tasks · {images} images ≈ {units:g} units"
+            line = f"{len(variants)} tasks · {images} images · estimate ≈ {describe(units, self.caps)}"
         else:
-            units = model.units(n, getattr(request, "resolution", None))
-            line = f"{n} image{'s' if n != 1 else ''} on {model.name} ≈ {units:g} units · holds {n} slot{'s' if n != 1 else ''}"
+            line = (
+                f"{n} image{'s' if n != 1 else ''} on {model.name} · estimate ≈ {describe(units, self.caps)}"
+                f" · holds {n} slot{'s' if n != 1 else ''}"
+            )
         self.query_one("#estimate", Static).update(Text(line))
+
+    def retirement_notices(self, variants: list[GenerationRequest | MultiImageRequest]) -> list[str]:
+        """A warning per model about to be sent to that has retired or retires within 30 days."""
+        today = self.today()
+        names = dict.fromkeys(v.model_name for v in variants if v.model_name)
+        notices = (self.caps.retirement_notice(name, today, self.retired) for name in names)
+        return [n for n in notices if n]
+
+    def mark_retired(self, name: str, since: dt.date) -> None:
+        """The service said `name` is discontinued: warn about it from now on."""
+        self.retired.setdefault(name, since)
+        self.default_name = self.caps.preferred_model(self.today(), frozenset(self.retired))
+        self.validate_now()
 
     def schedule_validation(self) -> None:
         if not self._ready:
