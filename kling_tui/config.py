@@ -227,9 +227,9 @@ def _models(table: Mapping[str, Any], warnings: list[str]) -> dict[str, dict[str
 
 
 def _model_value_ok(key: str, value: Any) -> bool:
-    if key in ("text_to_image", "multi_image", "discontinued"):
+    if key in ("text_to_image", "multi_image", "discontinued", "series"):
         return isinstance(value, bool)
-    if key in ("units_per_image", "units_per_image_2k"):
+    if key in ("units_per_image", "units_per_image_2k", "units_per_image_4k"):
         return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
     if key == "label":
         return isinstance(value, str)

@@ -11,6 +11,9 @@ from typing import Any
 
 IMAGE_MODES = ("entire", "subject", "face", "restyle")
 REFERENCE_TYPES = ("subject", "face")
+# The model-served endpoints, by the last part of their path (expansion takes no model).
+ENDPOINTS = ("generations", "multi-image2image", "omni-image")
+GENERATIONS, MULTI_IMAGE, OMNI_IMAGE = ENDPOINTS
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,12 @@ class ModelCaps:
     units_per_image: float
     units_per_image_2k: float
     discontinued: bool = False
+    endpoints: tuple[str, ...] = (GENERATIONS,)
+    series: bool = False  # omni-image: result_type "series"
+    units_per_image_4k: float = 0.0
+
+    def serves(self, endpoint: str) -> bool:
+        return endpoint in self.endpoints
 
     @property
     def reference_types(self) -> tuple[str, ...]:
@@ -46,7 +55,7 @@ class ModelCaps:
         return bool(self.image_modes)
 
     def units(self, n: int, resolution: str | None = None) -> float:
-        per = self.units_per_image_2k if resolution == "2k" else self.units_per_image
+        per = {"2k": self.units_per_image_2k, "4k": self.units_per_image_4k}.get(resolution or "", self.units_per_image)
         return per * n
 
 
@@ -62,11 +71,22 @@ class Capabilities:
     def names(self) -> list[str]:
         return list(self.models)
 
+    def models_for(self, endpoint: str) -> list[str]:
+        """The models that serve `endpoint`, in table order (the first is that endpoint's default)."""
+        return [m.name for m in self.models.values() if m.serves(endpoint)]
+
     def multi_image_models(self) -> list[str]:
-        return [m.name for m in self.models.values() if m.multi_image]
+        return self.models_for(MULTI_IMAGE)
+
+    def default_for(self, endpoint: str) -> str:
+        """The model a request to `endpoint` without a model_name gets."""
+        if endpoint == GENERATIONS:
+            return self.default_model
+        served = self.models_for(endpoint)
+        return served[0] if served else self.default_model
 
 
-_LIST_FIELDS = {"image_modes", "aspect_ratios", "resolutions", "image_resolutions"}
+_LIST_FIELDS = {"image_modes", "aspect_ratios", "resolutions", "image_resolutions", "endpoints"}
 
 
 def _model_from(name: str, data: Mapping[str, Any], base: ModelCaps | None) -> ModelCaps:
@@ -85,8 +105,16 @@ def _model_from(name: str, data: Mapping[str, Any], base: ModelCaps | None) -> M
     values.setdefault("image_resolutions", ("1k",))
     values.setdefault("units_per_image", 1.0)
     values.setdefault("units_per_image_2k", values["units_per_image"])
-    values["units_per_image"] = float(values["units_per_image"])
-    values["units_per_image_2k"] = float(values["units_per_image_2k"])
+    values.setdefault("units_per_image_4k", values["units_per_image_2k"])
+    values.setdefault("series", False)
+    # `multi_image` predates `endpoints`: the two always agree, whichever the data names.
+    if "endpoints" in data:
+        values["multi_image"] = MULTI_IMAGE in values["endpoints"]
+    else:
+        endpoints = [e for e in values.get("endpoints", (GENERATIONS,)) if e != MULTI_IMAGE]
+        values["endpoints"] = tuple(endpoints + ([MULTI_IMAGE] if values["multi_image"] else []))
+    for name in ("units_per_image", "units_per_image_2k", "units_per_image_4k"):
+        values[name] = float(values[name])
     return ModelCaps(**values)
 
 

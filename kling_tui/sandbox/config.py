@@ -26,3 +26,7 @@ class SandboxConfig:
     total_units: float = 1000.0  # size of the one resource pack
     capabilities: Capabilities | None = field(default=None, repr=False)  # None: the packaged table
     image_lifetime_days: float = 30.0  # result URLs answer 404 this long after the task's creation
+    # Where an omni-image task object carries result_type (undocumented by Kling): "task_result"
+    # (beside the images), "task" (a top-level field) or "none" (absent).
+    result_type_at: str = "task_result"
+    expand_units_per_image: float = 2.0  # image expansion has no model; its price is one 1k image's
