@@ -43,6 +43,7 @@ from typing import Any
 import tomli_w
 
 from kling_tui.api.capabilities import (
+    ENDPOINTS,
     RESOLUTIONS,
     USES,
     Capabilities,
@@ -264,9 +265,9 @@ def _is_price(value: Any) -> bool:
 
 
 def _model_value_ok(key: str, value: Any) -> bool:
-    if key in ("text_to_image", "multi_image", "discontinued"):
+    if key in ("text_to_image", "multi_image", "discontinued", "series"):
         return isinstance(value, bool)
-    if key in ("units_per_image", "units_per_image_2k"):
+    if key in ("units_per_image", "units_per_image_2k", "units_per_image_4k"):
         return _is_price(value)
     if key in ("label", "note", "successor"):
         return isinstance(value, str)
@@ -277,6 +278,8 @@ def _model_value_ok(key: str, value: Any) -> bool:
             return False
     if key == "prices":
         return isinstance(value, Mapping) and all(k in _PRICE_KEYS and _is_price(v) for k, v in value.items())
+    if key == "endpoints":
+        return isinstance(value, list) and all(v in ENDPOINTS for v in value)
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 

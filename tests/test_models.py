@@ -43,6 +43,9 @@ def test_models_json_gives_status_prices_and_the_form_default():
     assert by_name["kling-v3"]["status"] == "available" and by_name["kling-v3"]["warning"] is None
     assert data["uses"]["expand"] == {"units": 8.0, "usd": 0.028}
     assert (data["form_default"], data["api_default"]) == ("kling-v1", "kling-v1")
+    omni = by_name["kling-v3-omni"]
+    assert (omni["endpoints"], omni["can"]["series"]) == (["omni-image"], True)
+    assert by_name["kling-v2"]["endpoints"] == ["generations", "multi-image2image"]
 
 
 def test_a_model_retiring_within_30_days_is_announced_with_its_date(isolated_home):

@@ -8,7 +8,7 @@ from kling_tui.api.auth import ApiKeyAuth
 from kling_tui.api.capabilities import default_capabilities, load_capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.prices import price
-from kling_tui.api.types import GenerationRequest, MultiImageRequest
+from kling_tui.api.types import ExpandRequest, GenerationRequest, MultiImageRequest, OmniRequest
 from kling_tui.sandbox import DEFAULT_API_KEY
 from kling_tui.work.variants import estimate_units
 
@@ -32,13 +32,29 @@ PRICE_LIST = {
     ("kling-v3", "text 1k"): 0.028,
     ("kling-v3", "text 2k"): 0.028,
     ("kling-v3", "image 1k"): 0.028,
+    ("kling-image-o1", "omni 1k"): 0.028,
+    ("kling-image-o1", "omni 2k"): 0.028,
+    ("kling-v3-omni", "omni 1k"): 0.028,
+    ("kling-v3-omni", "omni 2k"): 0.028,
+    ("kling-v3-omni", "omni 4k"): 0.056,
+    ("kling-v3-omni", "series 1k"): 0.028,
+    ("-", "expand"): 0.028,
 }
+SERIES = 3
 
 
 def every_combination(caps):
     """(model, case, request) for each use and resolution each usable model accepts."""
     for model in caps.models.values():
         if model.discontinued:
+            continue
+        if model.serves("omni-image"):
+            for res in model.resolutions:
+                yield model.name, f"omni {res}", OmniRequest(prompt="p", model_name=model.name, resolution=res)
+            if model.series:
+                series = OmniRequest(prompt="p", model_name=model.name, result_type="series", series_amount=SERIES)
+                yield model.name, "series 1k", series
+        if not model.serves("generations"):
             continue
         if model.text_to_image:
             for res in model.resolutions:
@@ -55,13 +71,15 @@ def every_combination(caps):
                 yield model.name, f"{reference or 'image'} {res}", request
         if model.multi_image:
             yield model.name, "multi", MultiImageRequest(subject_images=[URL], prompt="p", model_name=model.name)
+    yield "-", "expand", ExpandRequest(image=URL, left_expansion_ratio=0.5)
 
 
 def test_the_table_prices_every_combination_as_kling_lists_it():
     caps = default_capabilities()
     seen = {}
     for name, case, request in every_combination(caps):
-        seen[(name, case)] = round(estimate_units([request], caps) * caps.usd_per_unit, 6)
+        images = SERIES if case.startswith("series") else 1
+        seen[(name, case)] = round(estimate_units([request], caps) * caps.usd_per_unit / images, 6)
     assert seen == PRICE_LIST
 
 
@@ -69,7 +87,8 @@ async def test_the_estimate_is_what_the_sandbox_deducts_for_every_model_use_and_
     caps = default_capabilities()
     async with KlingClient(sandbox.base_url, ApiKeyAuth(DEFAULT_API_KEY), caps=caps) as client:
         for name, case, request in every_combination(caps):
-            request.n = 3
+            if not case.startswith("series"):  # a series makes SERIES (= 3) images, n stays unset
+                request.n = 3
             estimate = estimate_units([request], caps)
             task = await client.create(request)
             sandbox.state.clock.advance(1)  # past submitted and processing

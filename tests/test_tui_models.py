@@ -66,7 +66,7 @@ async def test_a_discontinued_answer_is_remembered_and_one_key_reruns_on_the_suc
             await wait_for(pilot, lambda: "succeed" in status(app, rerun))
             child = sandbox_history().get(rerun)
             assert (child.model, child.prompt) == ("kling-v3", "a lighthouse at dusk")
-            assert (child.parent_id, child.parent_index) == (original, 0)
+            assert child.parents == [{"local_id": original, "image": 0}]
 
             await pilot.press("v")  # a re-run is compared with its original at once
             await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))

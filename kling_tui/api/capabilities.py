@@ -46,6 +46,13 @@ def parse_date(value: Any) -> dt.date | None:
     raise ValueError(f"not a date: {value!r}")
 
 
+# The model-served endpoints, by the last part of their path (expansion takes no model).
+ENDPOINTS = ("generations", "multi-image2image", "omni-image")
+GENERATIONS, MULTI_IMAGE, OMNI_IMAGE = ENDPOINTS
+# The endpoint whose models a task kind runs on (expansion takes no model).
+KIND_ENDPOINTS = {"generation": GENERATIONS, "multi": MULTI_IMAGE, "omni": OMNI_IMAGE}
+
+
 @dataclass(frozen=True)
 class ModelCaps:
     name: str
@@ -64,6 +71,12 @@ class ModelCaps:
     note: str = ""
     # USD per image by use key ("text_to_image", "omni_4k", "default"...); empty: units_per_image.
     prices: Mapping[str, float] = field(default_factory=dict, compare=False)
+    endpoints: tuple[str, ...] = (GENERATIONS,)
+    series: bool = False  # omni-image: result_type "series"
+    units_per_image_4k: float = 0.0
+
+    def serves(self, endpoint: str) -> bool:
+        return endpoint in self.endpoints
 
     @property
     def reference_types(self) -> tuple[str, ...]:
@@ -85,7 +98,7 @@ class ModelCaps:
 
     def units(self, n: int, resolution: str | None = None) -> float:
         """The flat price (units_per_image); priced models go through `Capabilities.unit_price`."""
-        per = self.units_per_image_2k if resolution == "2k" else self.units_per_image
+        per = {"2k": self.units_per_image_2k, "4k": self.units_per_image_4k}.get(resolution or "", self.units_per_image)
         return per * n
 
     def retired_on(self, day: dt.date) -> bool:
@@ -176,11 +189,22 @@ class Capabilities:
     def names(self) -> list[str]:
         return list(self.models)
 
+    def models_for(self, endpoint: str) -> list[str]:
+        """The models that serve `endpoint`, in table order (the first is that endpoint's default)."""
+        return [m.name for m in self.models.values() if m.serves(endpoint)]
+
     def multi_image_models(self) -> list[str]:
-        return [m.name for m in self.models.values() if m.multi_image]
+        return self.models_for(MULTI_IMAGE)
+
+    def default_for(self, endpoint: str) -> str:
+        """The model a request to `endpoint` without a model_name gets."""
+        if endpoint == GENERATIONS:
+            return self.default_model
+        served = self.models_for(endpoint)
+        return served[0] if served else self.default_model
 
 
-_LIST_FIELDS = {"image_modes", "aspect_ratios", "resolutions", "image_resolutions"}
+_LIST_FIELDS = {"image_modes", "aspect_ratios", "resolutions", "image_resolutions", "endpoints"}
 
 
 def _model_from(name: str, data: Mapping[str, Any], base: ModelCaps | None) -> ModelCaps:
@@ -199,9 +223,18 @@ def _model_from(name: str, data: Mapping[str, Any], base: ModelCaps | None) -> M
     values.setdefault("image_resolutions", ("1k",))
     values.setdefault("units_per_image", 1.0)
     values.setdefault("units_per_image_2k", values["units_per_image"])
-    values["units_per_image"] = float(values["units_per_image"])
-    values["units_per_image_2k"] = float(values["units_per_image_2k"])
-    if base is not None and "prices" not in data and {"units_per_image", "units_per_image_2k"} & set(data):
+    values.setdefault("units_per_image_4k", values["units_per_image_2k"])
+    values.setdefault("series", False)
+    # `multi_image` predates `endpoints`: the two always agree, whichever the data names.
+    if "endpoints" in data:
+        values["multi_image"] = MULTI_IMAGE in values["endpoints"]
+    else:
+        endpoints = [e for e in values.get("endpoints", (GENERATIONS,)) if e != MULTI_IMAGE]
+        values["endpoints"] = tuple(endpoints + ([MULTI_IMAGE] if values["multi_image"] else []))
+    for name in ("units_per_image", "units_per_image_2k", "units_per_image_4k"):
+        values[name] = float(values[name])
+    flat = {"units_per_image", "units_per_image_2k", "units_per_image_4k"}
+    if base is not None and "prices" not in data and flat & set(data):
         values["prices"] = {}  # a flat price set in a config replaces the packaged table
     values["prices"] = {str(k): float(v) for k, v in (values.get("prices") or {}).items()}
     values["retires"] = parse_date(values.get("retires"))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kling_tui.api.capabilities import REFERENCE_TYPES, Capabilities, ModelCaps
+from kling_tui.api.capabilities import KIND_ENDPOINTS, REFERENCE_TYPES, Capabilities, ModelCaps
 
 SERIES_DEFAULT = 4
 
@@ -33,10 +33,9 @@ class Price:
 
 def model_for(caps: Capabilities, kind: str, fields: Mapping[str, Any]) -> ModelCaps | None:
     """The model a task runs on: the one named, else the endpoint's default (as the service picks)."""
-    name = fields.get("model_name")
-    if not name:
-        multi = caps.multi_image_models()
-        name = multi[0] if kind == "multi" and multi else caps.default_model
+    if kind not in KIND_ENDPOINTS:
+        return None  # expansion: no model, priced by its use alone
+    name = fields.get("model_name") or caps.default_for(KIND_ENDPOINTS[kind])
     return caps.get(name) if isinstance(name, str) else None
 
 

@@ -28,6 +28,7 @@ CSV_COLUMNS = (
     "image_urls",
     "images",
     "params",
+    "parents",
 )
 
 
@@ -75,6 +76,7 @@ def cmd_export(args: argparse.Namespace, store: HistoryStore, console: Console) 
         data["image_urls"] = " ".join(data["image_urls"])
         data["images"] = " ".join(data["images"])
         data["params"] = dumps(data["params"])
+        data["parents"] = " ".join(f"{p['local_id']}:{p['image']}" for p in data["parents"])
         writer.writerow([_csv_cell(data.get(c)) for c in CSV_COLUMNS])
     return EXIT_OK
 

@@ -58,10 +58,12 @@ def model_json(
     return {
         "name": model.name,
         "label": model.label,
+        "endpoints": list(model.endpoints),
         "can": {
             "text_to_image": model.text_to_image,
             "image_modes": list(model.image_modes),
             "multi_image": model.multi_image,
+            "series": model.series,
             "resolutions": list(model.resolutions),
             "image_resolutions": list(model.image_resolutions),
             "aspect_ratios": list(model.aspect_ratios),
@@ -93,6 +95,11 @@ def _lines(caps: Capabilities, model: ModelCaps, row: dict[str, Any]):
         can.append("restyle")
     if model.multi_image:
         can.append("multi-image")
+    if model.serves("omni-image"):
+        can.append("edits and fusions of up to 10 inputs")
+    if model.series:
+        can.append("series")
+    yield f"  serves:   {', '.join(model.endpoints)}"
     yield f"  can do:   {', '.join(can) or '-'}; ratios {' '.join(model.aspect_ratios)}"
     prices = [
         f"{USE_LABELS.get(p.use, p.use)}{'' if p.resolution == '1k' else ' ' + p.resolution} "

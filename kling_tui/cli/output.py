@@ -92,6 +92,7 @@ def record_json(store: HistoryStore, record: TaskRecord) -> dict[str, Any]:
         "starred": record.starred,
         "note": record.note,
         "group": record.group,
+        "parents": [dict(parent) for parent in record.parents],  # lineage: {"local_id", "image"}
     }
 
 

@@ -10,6 +10,7 @@ from kling_tui.api.capabilities import Capabilities
 DEFAULT_ACCESS_KEY = "sandbox-access-key"
 DEFAULT_SECRET_KEY = "sandbox-secret-key-not-a-real-secret"  # >= 32 bytes: PyJWT warns below
 DEFAULT_API_KEY = "sandbox-api-key"
+RESULT_TYPE_PLACES = ("task_result", "task", "none")
 
 
 @dataclass
@@ -31,3 +32,6 @@ class SandboxConfig:
     # models past their announced dates is open, and the spec's examples use them. A model
     # marked `discontinued` is refused either way.
     retire_by_date: bool = False
+    # Where an omni-image task object carries result_type (undocumented by Kling): "task_result"
+    # (beside the images), "task" (a top-level field) or "none" (absent).
+    result_type_at: str = "task_result"

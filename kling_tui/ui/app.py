@@ -560,10 +560,10 @@ class KlingApp(App[None]):
         assert self.workbench is not None
         group = new_group() if len(requests) > 1 else None
         for request in requests:
+            if parent is not None:
+                request.parents = [(parent.local_id, 0)]  # image 0: the task itself, re-run
             try:
                 record = self.workbench.enqueue(request, group=group)
-                if parent is not None:
-                    record = self.store.update(record.local_id, parent_id=parent.local_id, parent_index=0)
             except InvalidRequest as exc:
                 self.notify(str(exc), title="Not sent", severity="error", markup=False)
                 return
@@ -723,7 +723,7 @@ class KlingApp(App[None]):
         params = {**record.params, **changes}
         params.pop("external_task_id", None)  # a fresh id: this is a new task
         request = request_from_params(record.kind, params)
-        notice = self.caps.retirement_notice(request.model_name, dt.date.today(), self.retired)
+        notice = self.caps.retirement_notice(getattr(request, "model_name", None), dt.date.today(), self.retired)
         if notice:  # the form warns as you edit; a re-run from the table warns as it goes
             self.notify(plain(notice), title="Model retiring", severity="warning", markup=False)
         self._enqueue([request], parent=record if as_child else None)

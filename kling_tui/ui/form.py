@@ -178,7 +178,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
             with Vertical(classes="half"):
                 yield Label("Model", classes="field-label")
                 yield Select(
-                    [(m, m) for m in caps.names], value=self.default_name, allow_blank=False, id="model", compact=True
+                    [(m, m) for m in caps.models_for("generations")],
+                    value=self.default_name,
+                    allow_blank=False,
+                    id="model",
+                    compact=True,
                 )
             with Vertical(classes="half"):
                 yield Label("Mode", classes="field-label")
@@ -275,7 +279,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
         with Horizontal(classes="row"):
             with Vertical(classes="half"):
                 yield Label("Also on models", classes="field-label")
-                yield SelectionList[str](*[(m, m) for m in caps.names], id="more-models", compact=True)
+                yield SelectionList[str](
+                    *[(m, m) for m in caps.models_for("generations")], id="more-models", compact=True
+                )
             with Vertical(classes="half"):
                 yield Label("Also in ratios", classes="field-label")
                 yield SelectionList[str](id="more-ratios", compact=True)
@@ -456,7 +462,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         names = (
             self.caps.multi_image_models()
             if multi
-            else [m for m in self.caps.names if not self.caps.models[m].discontinued]
+            else [m for m in self.caps.models_for("generations") if not self.caps.models[m].discontinued]
         )
         model_select = self.query_one("#model", Select)
         current = str(model_select.value)
@@ -509,7 +515,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._set_options("aspect", model.aspect_ratios, pending.get("aspect"))
         more_ratios = self.query_one("#more-ratios", SelectionList)
         if more_ratios.option_count == 0:
-            every = list(dict.fromkeys(r for m in self.caps.models.values() for r in m.aspect_ratios))
+            generation = [self.caps.models[m] for m in self.caps.models_for("generations")]
+            every = list(dict.fromkeys(r for m in generation for r in m.aspect_ratios))
             more_ratios.add_options([(r, r) for r in every])
         resolutions = model.image_resolutions if image else model.resolutions
         restyle_input = bool(image) and model.restyle
