@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from pathlib import Path
 from collections.abc import Iterator
 
 from kling_tui.base.textsafe import plain
@@ -64,6 +65,16 @@ def _all_records(store: HistoryStore) -> Iterator[TaskRecord]:
 
 
 def cmd_export(args: argparse.Namespace, store: HistoryStore, console: Console) -> int:
+    if args.format == "html":
+        from kling_tui.cli.contact_sheet import write_contact_sheet
+
+        if not args.out:
+            raise CommandError("--format html needs --out DIR", EXIT_INVALID)
+        index = write_contact_sheet(_all_records(store), store, Path(args.out).expanduser())
+        console.out(str(index))
+        return EXIT_OK
+    if getattr(args, "out", None):
+        raise CommandError("--out is for --format html; jsonl and csv go to stdout", EXIT_INVALID)
     if args.format == "jsonl":
         for record in _all_records(store):
             console.out(dumps(record_json(store, record)))

@@ -1,4 +1,4 @@
-"""Runs one headless command (`generate`, `list`, `show`, `download`, `export`; a module each).
+"""Runs one headless command (`generate`, `list`, `show`, `download`, `export`, `import`; a module each).
 
 They run on the same core as the TUI (Workbench, HistoryStore), so a task a script creates
 shows up in the TUI's history and the other way round. Results go to stdout (one JSON
@@ -46,6 +46,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, store: History
         return cmd_list(args, store, console)
     if args.command == "export":
         return cmd_export(args, store, console)
+    if args.command == "import":
+        from kling_tui.cli.import_image import cmd_import
+
+        return cmd_import(args, console)
     raise ValueError(f"not a headless command: {args.command}")
 
 

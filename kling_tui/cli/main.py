@@ -99,12 +99,23 @@ def _add_headless_commands(sub) -> None:
     download.add_argument("--out", metavar="DIR", help="also copy the images into DIR")
     _common(download, json_help="print the task as one JSON object")
 
-    export = sub.add_parser("export", help="write the whole history to stdout")
-    export.add_argument("--format", choices=("jsonl", "csv"), required=True)
+    export = sub.add_parser(
+        "export",
+        help="write the whole history to stdout (jsonl, csv) or as a contact sheet to a folder (html)",
+    )
+    export.add_argument("--format", choices=("jsonl", "csv", "html"), required=True)
+    export.add_argument("--out", metavar="DIR", help="with --format html: the folder to write (index.html + images)")
     _common(export)
 
+    imp = sub.add_parser(
+        "import",
+        help="read back how an image was made (the parameters kling-tui keeps inside every image it saves)",
+    )
+    imp.add_argument("image", metavar="IMAGE", help="a .png, .jpg or .webp file")
+    _common(imp, json_help="print the parameters as one JSON object")
 
-HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export")
+
+HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export", "import")
 
 
 def _locate() -> int:
