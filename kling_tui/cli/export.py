@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import EXIT_INVALID, EXIT_OK, CommandError, Console, dumps, record_json
