@@ -25,12 +25,14 @@ from kling_tui.history.draft import load_draft, save_draft
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
-from kling_tui.ui.form import GenerationForm, PromptArea
+from kling_tui.ui.form import SUBJECT_FIELDS, GenerationForm, PromptArea
+from kling_tui.ui.grid import GridScreen
 from kling_tui.ui.messages import BackgroundError, RecordChanged
 from kling_tui.ui.pickers import PromptSearch, QuickPick
 from kling_tui.ui.preview import PreviewPane
 from kling_tui.ui.summary import SummaryScreen
 from kling_tui.ui.tasks import ACTIVE, TaskTable
+from kling_tui.ui.viewer import ViewerScreen
 
 if TYPE_CHECKING:
     from kling_tui.api.auth import Auth
@@ -87,6 +89,10 @@ class KlingApp(App[None]):
         Binding("K", "move_queued(-1)", "Queue earlier", show=False, id="task.queue_up"),
         Binding("J", "move_queued(1)", "Queue later", show=False, id="task.queue_down"),
         Binding("u", "summary", "Units", show=False, id="app.summary"),
+        Binding("space", "fullscreen", "Full screen", show=False, id="task.fullscreen"),
+        Binding("t", "grid", "Grid of images", show=False, id="task.grid"),
+        Binding("i", "import_image", "Import image…", show=False, id="app.import_image"),
+        Binding("f6", "switch_pane", "Form ⇄ tasks", show=False, id="app.switch_pane"),
     ]
     # Single-letter keys act on tasks only while no text field has focus.
     TEXT_SAFE_ACTIONS = frozenset(
@@ -107,6 +113,9 @@ class KlingApp(App[None]):
             "cancel_queued",
             "move_queued",
             "summary",
+            "fullscreen",
+            "grid",
+            "import_image",
         }
     )
 
@@ -572,7 +581,27 @@ class KlingApp(App[None]):
                 "On the selected task",
                 groups["task"] + [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview it")],
             ),
-            ("Preview", [("left / right (h / l)", "Previous / next image")]),
+            ("Preview", [("left / right (h / l)", "Previous / next image"), ("enter", "Full screen")]),
+            (
+                "Full screen",
+                [
+                    ("left / right (h / l)", "Previous / next image"),
+                    ("up / down (k / j)", "Previous / next task, in the table's order"),
+                    ("z", "Fit / 1:1 / zoom"),
+                    ("shift+arrows (H J K L)", "Pan, at 1:1 and zoomed"),
+                    ("escape / q", "Back to where you were"),
+                ],
+            ),
+            (
+                "Grid",
+                [
+                    ("arrows (h j k l)", "Move between images"),
+                    ("enter / space", "Full screen"),
+                    ("p / y / c", "Copy path / URL / prompt"),
+                    ("o / f / r", "Open / star / re-run"),
+                    ("R", "Use as the form's reference image"),
+                ],
+            ),
             (
                 "Form",
                 [
@@ -586,34 +615,43 @@ class KlingApp(App[None]):
     def _notify_copied(self, what: str) -> None:
         self.notify(f"Copied the {what} (OSC 52).", timeout=3)
 
-    def action_copy_url(self) -> None:
-        url = self.preview.current_url
+    # The table's keys act on the selected task; the grid calls these with its highlighted image.
+    def copy_url(self, url: str | None) -> None:
         if url:
             self.copy_to_clipboard(url)
             self._notify_copied("image URL")
 
-    def action_copy_path(self) -> None:
-        path = self.preview.current_path
+    def copy_path(self, path: Path | None) -> None:
         if path:
             self.copy_to_clipboard(str(path))
             self._notify_copied("image path")
 
-    def action_copy_prompt(self) -> None:
-        record = self.selected_record()
+    def copy_prompt(self, record: TaskRecord | None) -> None:
         if record and record.prompt:
             self.copy_to_clipboard(record.prompt)
             self._notify_copied("prompt")
 
-    def action_open_image(self) -> None:
+    def open_path(self, path: Path | None) -> None:
         from kling_tui.base.opener import open_in_viewer
 
-        path = self.preview.current_path
         if path is None:
             self.notify("No saved image to open.", severity="warning")
             return
         error = open_in_viewer(path)
         if error:
             self.notify(error, severity="warning", markup=False)
+
+    def action_copy_url(self) -> None:
+        self.copy_url(self.preview.current_url)
+
+    def action_copy_path(self) -> None:
+        self.copy_path(self.preview.current_path)
+
+    def action_copy_prompt(self) -> None:
+        self.copy_prompt(self.selected_record())
+
+    def action_open_image(self) -> None:
+        self.open_path(self.preview.current_path)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.TEXT_SAFE_ACTIONS:
@@ -655,6 +693,10 @@ class KlingApp(App[None]):
         if record:
             self._resubmit(record)
 
+    def rerun_record(self, record: TaskRecord) -> None:
+        self._resubmit(record)
+        self.notify("Sent again.", timeout=2)
+
     def action_duplicate(self, what: str) -> None:
         record = self._selected_or_warn()
         if record is None:
@@ -677,7 +719,11 @@ class KlingApp(App[None]):
 
     def action_star(self) -> None:
         record = self._selected_or_warn()
-        if record and self.workbench:
+        if record:
+            self.star_record(record)
+
+    def star_record(self, record: TaskRecord) -> None:
+        if self.workbench:
             self.workbench.annotate(record.local_id, starred=not record.starred)
 
     def action_note(self) -> None:
@@ -763,6 +809,92 @@ class KlingApp(App[None]):
                 self.form.set_prompt(prompt)
 
         self.push_screen(PromptSearch(prompts), chosen)
+
+    # -- seeing images ------------------------------------------------------------------
+    def table_order(self) -> list[str]:
+        """Local ids in the table's order (filters and sorting as shown)."""
+        return [row.key.value for row in self.table.ordered_rows if row.key.value is not None]
+
+    def action_fullscreen(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        index = self.preview.index if self.preview.owner == record.local_id else 0
+        self.push_screen(
+            ViewerScreen(self.store, self.table_order(), self.table.cursor_row, index, self.image_protocol)
+        )
+
+    def action_grid(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        records = [record]
+        title = f"{len(record.image_paths)} images · {record.model or ''} · {' '.join(record.prompt.split())}"
+        if record.group:
+            members = (self.store.get(key) for key in self.table_order())
+            records = [r for r in members if r is not None and r.group == record.group]
+            title = f"Variant group ⧉{record.group[:4]} · {len(records)} tasks · the labels say what differs"
+        if not any(r.image_paths for r in records):
+            self.notify("No saved images to show yet.", severity="warning")
+            return
+        self.push_screen(GridScreen(self.store, records, self.image_protocol, title))
+
+    def use_as_reference(self, path: Path) -> None:
+        """Put an image into the form's reference field (or the first free subject, in multi mode)."""
+        form = self.form
+        if form.mode == "generation":
+            field: str | None = "image"
+        else:
+            field = next((f for f in SUBJECT_FIELDS if not form.query_one(f"#{f}", Input).value.strip()), None)
+        if field is None:
+            self.notify("Every subject image is set; clear one first.", severity="warning")
+            return
+        form.query_one(f"#{field}", Input).value = str(path)
+        form.validate_now()
+        what = "reference" if field == "image" else "subject"
+        self.notify(f"{path.name} is now the {what} image.", markup=False)
+
+    def action_import_image(self) -> None:
+        from kling_tui.ui.form import PathSuggester
+
+        def chosen(value: str | None) -> None:
+            if value and value.strip():
+                self._import_image(Path(value.strip()).expanduser())
+
+        self.push_screen(
+            TextDialog(
+                "Import an image: its parameters fill the form",
+                placeholder="path to a .png, .jpg or .webp",
+                suggester=PathSuggester(),
+                hint="enter to import · escape to cancel",
+            ),
+            chosen,
+        )
+
+    @work(group="import", exclusive=True)
+    async def _import_image(self, path: Path) -> None:
+        import asyncio
+
+        from kling_tui.history.metadata import MetadataError, read_parameters
+
+        try:
+            found = await asyncio.to_thread(read_parameters, path)
+        except MetadataError as exc:
+            self.notify(plain(exc), title="Not imported", severity="error", markup=False)
+            return
+        if found is None:
+            self.notify(f"{path.name} was not made by kling-tui.", markup=False)
+            self.use_as_reference(path)
+            return
+        self.form.load_params(found.kind, found.params)
+        self.form.focus_prompt()
+        self.notify(f"Loaded the parameters of {path.name} ({found.kind}).", markup=False)
+
+    def action_switch_pane(self) -> None:
+        if self.screen_stack[0].has_class("-show-form"):
+            self.table.focus()
+        else:
+            self.form.focus_prompt()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -88,6 +88,7 @@ class PreviewPane(Vertical, can_focus=True):
     BINDINGS = [
         Binding("left,h", "step(-1)", "Prev image", id="preview.prev"),
         Binding("right,l", "step(1)", "Next image", id="preview.next"),
+        Binding("enter", "app.fullscreen", "Full screen", id="preview.fullscreen"),
     ]
 
     def __init__(self, protocol: str, **kwargs: Any) -> None:
