@@ -207,3 +207,31 @@ async def test_importing_an_image_fills_the_form_or_sets_a_reference(sandbox, tm
         await pilot.press("enter")
         await wait_for(pilot, lambda: any("no such file" in str(n.message) for n in app._notifications))
         assert app.is_running
+
+
+async def test_a_narrow_terminal_shows_the_form_and_the_tasks_in_turn(sandbox):
+    ids = history()
+    app = app_for(sandbox)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.table.row_count == 4)
+        form, right = app.query_one("#form-pane"), app.query_one("#right")
+        assert app.narrow and app.focused is app.table
+        assert not form.display or form.region.width == 0
+        assert right.region.width == 80
+        # The prompt column starts inside the table's visible width.
+        columns = app.table.ordered_columns
+        assert sum(c.get_render_width(app.table) for c in columns[:-1]) + 8 <= app.table.scrollable_content_region.width
+        assert "four owls" in str(app.table.get_cell(ids["four"], "prompt"))
+
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: isinstance(app.focused, TextArea) and form.region.width == 80)
+        assert right.region.width == 0
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: app.focused is app.table and right.region.width == 80)
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: form.region.width == 80)
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: app.focused is app.preview and right.region.width == 80)
+
+        await pilot.resize_terminal(120, 36)
+        await wait_for(pilot, lambda: not app.narrow and form.region.width > 0 and right.region.width > 0)

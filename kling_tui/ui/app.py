@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 200
 PANES = ("form-pane", "tasks-pane", "preview-pane")  # the panes f2/f3/f4 focus
+# Below this width three panes cannot each be useful: the form and the tasks take turns (f6).
+NARROW_WIDTH = 100
 # Rows loaded before the first frame (a tall terminal's worth); the rest of the page follows it.
 FIRST_PAINT_ROWS = 60
 STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
@@ -92,7 +94,7 @@ class KlingApp(App[None]):
         Binding("space", "fullscreen", "Full screen", show=False, id="task.fullscreen"),
         Binding("t", "grid", "Grid of images", show=False, id="task.grid"),
         Binding("i", "import_image", "Import image…", show=False, id="app.import_image"),
-        Binding("f6", "switch_pane", "Form ⇄ tasks", show=False, id="app.switch_pane"),
+        Binding("f6", "switch_pane", "Form ⇄ tasks", show=False, priority=True, id="app.switch_pane"),
     ]
     # Single-letter keys act on tasks only while no text field has focus.
     TEXT_SAFE_ACTIONS = frozenset(
@@ -226,7 +228,38 @@ class KlingApp(App[None]):
         else:
             self.push_screen(SetupScreen(), self._setup_done)
         self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
-        self.form.focus_prompt()
+        self._fit_layout(self.size.width)
+        if self.narrow and self.table.row_count:
+            self._show_pane("tasks-pane")
+            self.table.focus()
+        else:
+            self.form.focus_prompt()
+
+    # -- layout for the terminal's width -------------------------------------------------
+    @property
+    def narrow(self) -> bool:
+        return self.screen_stack[0].has_class("-narrow")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_layout(event.size.width)
+
+    def _fit_layout(self, width: int) -> None:
+        main = self.screen_stack[0]
+        narrow = width < NARROW_WIDTH
+        if narrow == self.narrow:
+            return
+        main.set_class(narrow, "-narrow")
+        form_pane, tasks_pane = main.query_one("#form-pane"), main.query_one("#tasks-pane")
+        form_pane.border_subtitle = "f6 tasks" if narrow else ""
+        tasks_pane.border_subtitle = "f6 form" if narrow else ""
+        if narrow:
+            focused = self.focused
+            in_form = focused is not None and any(w.id == "form-pane" for w in focused.ancestors_with_self)
+            self._show_pane("form-pane" if in_form else "tasks-pane")
+
+    def _show_pane(self, pane_id: str) -> None:
+        """In the narrow layout, show the form or the tasks and preview."""
+        self.screen_stack[0].set_class(pane_id == "form-pane", "-show-form")
 
     # -- connection --------------------------------------------------------------------
     @property
@@ -448,6 +481,8 @@ class KlingApp(App[None]):
             return
         for pane_id in PANES:
             self.screen_stack[0].query_one(f"#{pane_id}").set_class(pane_id == owner, "-active")
+        if self.narrow:
+            self._show_pane(owner)
 
     @on(DataTable.RowHighlighted, "#tasks")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -527,13 +562,23 @@ class KlingApp(App[None]):
 
     # -- actions -----------------------------------------------------------------------
     def action_focus_form(self) -> None:
-        self.form.focus_prompt()
+        self._focus_pane("form-pane", self.form.focus_prompt)
 
     def action_focus_tasks(self) -> None:
-        self.table.focus()
+        self._focus_pane("tasks-pane", self.table.focus)
 
     def action_focus_preview(self) -> None:
-        self.preview.focus()
+        self._focus_pane("preview-pane", self.preview.focus)
+
+    def _focus_pane(self, pane_id: str, focus: Callable[[], object]) -> None:
+        if not self.narrow or self.screen_stack[0].has_class("-show-form") == (pane_id == "form-pane"):
+            focus()
+            return
+        # Shown first, focused once laid out: a hidden widget takes no focus, and the screen
+        # drops the focus of the pane being hidden when it lays out.
+        self.set_focus(None)
+        self._show_pane(pane_id)
+        self.call_after_refresh(focus)
 
     def action_filter(self) -> None:
         bar = self.screen_stack[0].query_one("#filter-bar")
@@ -891,10 +936,11 @@ class KlingApp(App[None]):
         self.notify(f"Loaded the parameters of {path.name} ({found.kind}).", markup=False)
 
     def action_switch_pane(self) -> None:
-        if self.screen_stack[0].has_class("-show-form"):
-            self.table.focus()
+        in_form = self.focused is not None and any(w.id == "form-pane" for w in self.focused.ancestors_with_self)
+        if in_form:
+            self.action_focus_tasks()
         else:
-            self.form.focus_prompt()
+            self.action_focus_form()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -14,13 +14,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Grid, Vertical
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Static
 
 from kling_tui.base.textsafe import plain
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.history.thumbs import cached_thumbnail
 from kling_tui.ui.preview import THUMB_SIDE, image_widget_class
-from kling_tui.ui.viewer import ViewerScreen
+from kling_tui.ui.viewer import ViewerScreen, size_image
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -91,9 +92,27 @@ def grid_items(store: HistoryStore, records: Sequence[TaskRecord]) -> list[GridI
 class GridCell(Vertical, can_focus=True):
     """One image and its label; focus is the highlight."""
 
-    def __init__(self, item: GridItem, **kwargs: Any) -> None:
+    def __init__(self, item: GridItem, protocol: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item = item
+        self.protocol = protocol
+        self.thumbnail: PILImage | None = None
+
+    def show(self, image: PILImage, widget_cls: Any) -> None:
+        self.thumbnail = image
+        self.query_one(".grid-wait", Static).display = False
+        widget = widget_cls(image, classes="grid-image")
+        self._fit(widget)
+        self.query_one(".grid-body").mount(widget)
+
+    def _fit(self, widget: Widget) -> None:
+        if self.thumbnail is not None:
+            body = self.content_size
+            size_image(widget, self.thumbnail, (max(1, body.width - 1), max(1, body.height - 1)), self.protocol)
+
+    def on_resize(self) -> None:
+        for widget in self.query(".grid-image"):
+            self._fit(widget)
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.item.label, no_wrap=True, overflow="ellipsis"), classes="grid-label")
@@ -138,7 +157,7 @@ class GridScreen(Screen[None]):
         grid.styles.grid_size_rows = self.rows
         with grid:
             for number, item in enumerate(self.items):
-                yield GridCell(item, id=f"cell-{number}", classes="grid-cell")
+                yield GridCell(item, self.protocol, id=f"cell-{number}", classes="grid-cell")
         yield Static(
             Text("arrows move · enter full screen · p path · o open · f star · r re-run · R reference · esc back"),
             id="grid-hint",
@@ -175,8 +194,7 @@ class GridScreen(Screen[None]):
     def _put(self, number: int, image: PILImage) -> None:
         if not self.is_attached or self._image_cls is None:
             return
-        self._wait_label(number).display = False
-        self.query_one(f"#cell-{number} .grid-body").mount(self._image_cls(image, classes="grid-image"))
+        self.query_one(f"#cell-{number}", GridCell).show(image, self._image_cls)
         self.drawn.add(number)
 
     # -- the highlighted cell -----------------------------------------------------------

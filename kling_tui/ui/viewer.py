@@ -46,6 +46,20 @@ def cell_pixels(protocol: str) -> tuple[int, int]:
     return 10, 20
 
 
+def fit_cells(image_px: tuple[int, int], area: tuple[int, int], pixels: tuple[int, int]) -> tuple[int, int]:
+    """The largest size in cells, within `area`, that shows the image with its aspect kept."""
+    natural_w, natural_h = image_px[0] / pixels[0], image_px[1] / pixels[1]
+    scale = min(area[0] / natural_w, area[1] / natural_h)
+    return max(1, int(natural_w * scale)), max(1, int(natural_h * scale))
+
+
+def size_image(widget: Widget, image: PILImage, area: tuple[int, int], protocol: str) -> None:
+    """Give an image widget the cells that keep its aspect (textual-image stretches to its box)."""
+    width, height = fit_cells(image.size, area, cell_pixels(protocol))
+    widget.styles.width = width
+    widget.styles.height = height
+
+
 def view_box(
     image_size: tuple[int, int], area: tuple[int, int], mode: str, center: tuple[float, float]
 ) -> tuple[int, int, int, int] | None:
@@ -110,8 +124,7 @@ class ViewerScreen(Screen[None]):
         self._show()
 
     def on_resize(self) -> None:
-        if self.mode != "fit":
-            self._show()
+        self._show()
 
     # -- what is shown -------------------------------------------------------------------
     @property
@@ -175,12 +188,15 @@ class ViewerScreen(Screen[None]):
         if self.current_path != path or not self.is_attached:
             return  # the user moved on
         self.query_one("#viewer-message", Static).display = False
+        body = self.query_one("#viewer-body")
         if self._image is None:
             assert self._image_cls is not None
             self._image = self._image_cls(image, classes="viewer-image")
-            self.query_one("#viewer-body").mount(self._image)
+            size_image(self._image, image, (body.size.width, body.size.height), self.protocol)
+            body.mount(self._image)
         else:
             self._image.image = image  # type: ignore[attr-defined]
+            size_image(self._image, image, (body.size.width, body.size.height), self.protocol)
             self._image.display = True
         if box is not None and self._full is not None:
             # Centre on what is shown: panning at an edge must not wander past it.
