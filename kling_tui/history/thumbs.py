@@ -18,7 +18,15 @@ from kling_tui.base.atomic import write_atomic
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["MAX_PREVIEW_PIXELS", "THUMBS_DIR", "TooLarge", "cached_thumbnail", "load_small", "thumbnail_path"]
+__all__ = [
+    "MAX_PREVIEW_PIXELS",
+    "THUMBS_DIR",
+    "TooLarge",
+    "cached_thumbnail",
+    "has_thumbnail",
+    "load_small",
+    "thumbnail_path",
+]
 
 THUMBS_DIR = ".thumbs"
 # The download limit (api/download.py): nothing kling-tui saves is larger; a bigger file came
@@ -53,6 +61,14 @@ def load_small(path: Path, max_side: int, *, max_pixels: int = MAX_PREVIEW_PIXEL
 
 def thumbnail_path(image: Path, size: int) -> Path:
     return image.parent / THUMBS_DIR / f"{image.stem}.{size}.png"
+
+
+def has_thumbnail(image: Path, size: int) -> bool:
+    """Whether an up-to-date thumbnail is on disk (so that reading it costs next to nothing)."""
+    try:
+        return thumbnail_path(image, size).stat().st_mtime >= image.stat().st_mtime
+    except OSError:
+        return False
 
 
 def cached_thumbnail(image: Path, size: int) -> PILImage:

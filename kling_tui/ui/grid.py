@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -19,7 +21,7 @@ from textual.widgets import Static
 
 from kling_tui.base.textsafe import plain
 from kling_tui.history.store import HistoryStore, TaskRecord
-from kling_tui.history.thumbs import cached_thumbnail
+from kling_tui.history.thumbs import cached_thumbnail, has_thumbnail
 from kling_tui.ui.preview import THUMB_SIDE, image_widget_class
 from kling_tui.ui.viewer import ViewerScreen, size_image
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 MAX_CELLS = 16
+DECODE_THREADS = min(4, os.cpu_count() or 1)
 # The fields whose differences label a group's cells, in this order; others follow by name.
 LABEL_FIELDS = ("model_name", "aspect_ratio", "resolution", "prompt", "negative_prompt")
 LABEL_SKIP = frozenset({"external_task_id", "callback_url"})
@@ -179,23 +182,39 @@ class GridScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="grid")
     def _load_thumbnails(self) -> None:
+        # Thumbnails already on disk first, shown in one go (one layout pass for all the cells);
+        # then the others, decoded a few at a time (Pillow decodes outside the GIL).
+        ready: list[int] = []
+        missing: list[int] = []
         for number, item in enumerate(self.items):
-            try:
-                image = cached_thumbnail(item.path, THUMB_SIDE)
-            except Exception as exc:  # one bad file is a message in its cell
-                self.app.call_from_thread(self._cell_message, number, f"cannot show: {exc}")
-                continue
-            self.app.call_from_thread(self._put, number, image)
+            (ready if has_thumbnail(item.path, THUMB_SIDE) else missing).append(number)
+        loaded = [self._thumbnail(number) for number in ready]
+        self.app.call_from_thread(self._put_many, [pair for pair in loaded if pair])
+        if not missing:
+            return
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            for pair in pool.map(self._thumbnail, missing):
+                if pair:
+                    self.app.call_from_thread(self._put_many, [pair])
+
+    def _thumbnail(self, number: int) -> tuple[int, PILImage] | None:
+        try:
+            return number, cached_thumbnail(self.items[number].path, THUMB_SIDE)
+        except Exception as exc:  # one bad file is a message in its cell
+            self.app.call_from_thread(self._cell_message, number, f"cannot show: {exc}")
+            return None
 
     def _cell_message(self, number: int, text: str) -> None:
         if self.is_attached:
             self._wait_label(number).update(Text(plain(text)))
 
-    def _put(self, number: int, image: PILImage) -> None:
+    def _put_many(self, images: list[tuple[int, PILImage]]) -> None:
         if not self.is_attached or self._image_cls is None:
             return
-        self.query_one(f"#cell-{number}", GridCell).show(image, self._image_cls)
-        self.drawn.add(number)
+        with self.app.batch_update():
+            for number, image in images:
+                self.query_one(f"#cell-{number}", GridCell).show(image, self._image_cls)
+                self.drawn.add(number)
 
     # -- the highlighted cell -----------------------------------------------------------
     @property

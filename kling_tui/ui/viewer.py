@@ -18,8 +18,8 @@ from textual.widgets import Static
 
 from kling_tui.base.textsafe import plain
 from kling_tui.history.store import HistoryStore, TaskRecord
-from kling_tui.history.thumbs import load_small
-from kling_tui.ui.preview import CELL_PROTOCOLS, image_widget_class
+from kling_tui.history.thumbs import cached_thumbnail, load_small
+from kling_tui.ui.preview import CELL_PROTOCOLS, THUMB_SIDE, image_widget_class
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -166,7 +166,8 @@ class ViewerScreen(Screen[None]):
         try:
             if mode == "fit":
                 side = min(FIT_MAX_SIDE, max(area))
-                image = load_small(path, side)
+                # Cell-drawn images at terminal sizes fit in the thumbnail the preview already made.
+                image = cached_thumbnail(path, THUMB_SIDE) if side <= THUMB_SIDE else load_small(path, side)
                 box = None
                 self._fitted[(str(path), max(area))] = image
                 while len(self._fitted) > CACHE_SIZE:
