@@ -76,7 +76,7 @@ async def test_full_screen_viewer_keys_and_escape_back_to_where_the_user_was(san
         await wait_for(pilot, lambda: isinstance(app.screen, ViewerScreen))
         viewer = app.screen
         await wait_for(pilot, lambda: viewer.shown == (ids["four"], 1, "fit", None), what="image 2, fitted")
-        bar = str(viewer.query_one("#viewer-bar").render())
+        bar = str(viewer.query_one("#viewer-info").render()) + str(viewer.query_one("#viewer-prompt").render())
         assert "2/4" in bar and "task 1/4" in bar and "four owls" in bar and "kling-v1" in bar
 
         await pilot.press("right")

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Center
+from textual.containers import Center, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Static
@@ -118,7 +118,9 @@ class ViewerScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Center(id="viewer-body"):
             yield Static("", id="viewer-message")
-        yield Static("", id="viewer-bar")
+        with Vertical(id="viewer-bar"):
+            yield Static("", id="viewer-info", classes="bar-line")
+            yield Static("", id="viewer-prompt", classes="bar-line")
 
     def on_mount(self) -> None:
         self._show()
@@ -224,7 +226,7 @@ class ViewerScreen(Screen[None]):
             if record.units:
                 details.append(f"{record.units} units")
             line.append(" · " + " · ".join(plain(d) for d in details if d))
-        line.append("   ←/→ image  ↑/↓ task  z fit/1:1/zoom  shift+arrows pan  esc back", style="dim")
+        line.append("   ←→ image  ↑↓ task  z zoom  esc back", style="dim")
         prompt = Text(no_wrap=True, overflow="ellipsis")
         if record is not None:
             prompt.append(plain(" ".join(record.prompt.split())) or "(no prompt)")
@@ -232,7 +234,8 @@ class ViewerScreen(Screen[None]):
             if negative:
                 prompt.append("  not: ", style="dim")
                 prompt.append(plain(" ".join(str(negative).split())))
-        self.query_one("#viewer-bar", Static).update(Text("\n").join([line, prompt]))
+        self.query_one("#viewer-info", Static).update(line)
+        self.query_one("#viewer-prompt", Static).update(prompt)
 
     # -- keys ----------------------------------------------------------------------------
     def action_close(self) -> None:
