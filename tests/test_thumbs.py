@@ -54,3 +54,46 @@ def test_every_mode_comes_out_as_rgb_or_rgba(tmp_path, mode):
     image = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
     Image.new(mode, (600, 300)).save(image)
     assert load_small(image, 128).mode in ("RGB", "RGBA")
+
+
+def claimed_size_png(path, width, height):
+    """A small PNG whose header claims `width` x `height`: what a decompression bomb looks like."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data[12:29]  # type + 13 bytes of data
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_huge_image_is_refused_from_its_header_alone(tmp_path):
+    bomb = claimed_size_png(tmp_path / "bomb.png", 9000, 9000)
+    with pytest.raises(TooLarge, match=r"9000x9000 px; the limit is 67 Mpx\). Open it in a viewer with o"):
+        load_small(bomb, 256)
+    with pytest.raises(TooLarge):
+        cached_thumbnail(bomb, 256)
+    assert not thumbnail_path(bomb, 256).exists()
+
+
+async def test_the_preview_says_an_image_is_too_large_instead_of_decoding_it(sandbox):
+    from kling_tui.config import load_settings
+    from kling_tui.ui.app import make_app
+    from tests.tui_helpers import sandbox_history, wait_for
+
+    store = sandbox_history()
+    record = store.new_record("generation", {"prompt": "a huge one", "n": 1})
+    claimed_size_png(store.task_dir(record.local_id) / "image-1.png", 9000, 9000)
+    store.update(record.local_id, status="succeed", image_paths=["image-1.png"])
+    store.close()
+    app = make_app(load_settings(), sandbox=sandbox, image_protocol="halfcell")
+    async with app.run_test(size=(120, 36)) as pilot:
+        message = app.preview.query_one("#preview-message")
+        await wait_for(pilot, lambda: "too large to preview" in str(message.render()))
+        assert app.preview.shown is None and app.is_running
