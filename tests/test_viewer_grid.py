@@ -179,6 +179,12 @@ async def test_importing_an_image_fills_the_form_or_sets_a_reference(sandbox, tm
     image = store.task_dir(made.local_id) / "image-1.png"
     made.params["negative_prompt"] = "rain"
     embed_parameters(image, made, 0)
+    # Made from a reference image: kept by name, found again beside the image.
+    with_ref = finished(store, "the boat again", 1, model="kling-v1-5", ratio="1:1")
+    ref_image = store.task_dir(with_ref.local_id) / "image-1.png"
+    Image.new("RGB", (400, 400), "navy").save(tmp_path / "ref.png")
+    with_ref.params["image"] = str(tmp_path / "ref.png")
+    embed_parameters(ref_image, with_ref, 0)
     store.close()
     foreign = tmp_path / "photo.png"
     Image.new("RGB", (400, 400), "white").save(foreign)
@@ -192,6 +198,16 @@ async def test_importing_an_image_fills_the_form_or_sets_a_reference(sandbox, tm
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.query_one("#prompt", TextArea).text == "a teal [bold]boat[/bold]")
         assert app.form.values()["model"] == "kling-v1-5" and app.query_one("#negative", Input).value == "rain"
+
+        (ref_image.parent / "ref.png").write_bytes((tmp_path / "ref.png").read_bytes())
+        app.table.focus()
+        await pilot.press("i")
+        await wait_for(pilot, lambda: app.screen.query("#text"))
+        app.screen.query_one("#text", Input).value = str(ref_image)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.query_one("#prompt", TextArea).text == "the boat again")
+        assert app.query_one("#image", Input).value == str(ref_image.parent / "ref.png")
+        app.query_one("#image", Input).value = ""
 
         app.table.focus()
         await pilot.press("i")

@@ -34,6 +34,7 @@ __all__ = [
     "keep_parameters",
     "parameters_for",
     "read_parameters",
+    "resolve_references",
     "sanitize_params",
 ]
 
@@ -100,6 +101,29 @@ def sanitize_params(params: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in params.items()
         if v is not None and str(k).lower() not in _CREDENTIAL_KEYS
     }
+
+
+def resolve_references(params: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """`params` with every bare image file name that exists in `folder` made a full path there.
+
+    Images travel with their references by name; a reference kept beside the image is found again.
+    """
+
+    def resolve(key: str, value: Any) -> Any:
+        if isinstance(value, list):
+            return [resolve(key, item) for item in value]
+        if (
+            isinstance(value, str)
+            and "prompt" not in key
+            and value.lower().endswith(_IMAGE_SUFFIXES)
+            and "/" not in value
+            and "\\" not in value
+            and (folder / value).is_file()
+        ):
+            return str(folder / value)
+        return value
+
+    return {str(k): resolve(str(k), v) for k, v in params.items()}
 
 
 def _iso(epoch: float) -> str:

@@ -920,7 +920,7 @@ class KlingApp(App[None]):
     async def _import_image(self, path: Path) -> None:
         import asyncio
 
-        from kling_tui.history.metadata import MetadataError, read_parameters
+        from kling_tui.history.metadata import MetadataError, read_parameters, resolve_references
 
         try:
             found = await asyncio.to_thread(read_parameters, path)
@@ -931,7 +931,7 @@ class KlingApp(App[None]):
             self.notify(f"{path.name} was not made by kling-tui.", markup=False)
             self.use_as_reference(path)
             return
-        self.form.load_params(found.kind, found.params)
+        self.form.load_params(found.kind, resolve_references(found.params, path.parent))
         self.form.focus_prompt()
         self.notify(f"Loaded the parameters of {path.name} ({found.kind}).", markup=False)
 

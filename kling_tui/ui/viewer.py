@@ -123,7 +123,7 @@ class ViewerScreen(Screen[None]):
             yield Static("", id="viewer-prompt", classes="bar-line")
 
     def on_mount(self) -> None:
-        self._show()
+        self.call_after_refresh(self._show)  # once laid out: the image is sized to the screen
 
     def on_resize(self) -> None:
         self._show()
