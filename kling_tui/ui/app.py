@@ -739,8 +739,10 @@ class KlingApp(App[None]):
             self._resubmit(record)
 
     def rerun_record(self, record: TaskRecord) -> None:
+        before = self.table.row_count
         self._resubmit(record)
-        self.notify("Sent again.", timeout=2)
+        if self.table.row_count > before:
+            self.notify("Sent again.", timeout=2)
 
     def action_duplicate(self, what: str) -> None:
         record = self._selected_or_warn()
@@ -932,7 +934,7 @@ class KlingApp(App[None]):
             self.use_as_reference(path)
             return
         self.form.load_params(found.kind, resolve_references(found.params, path.parent))
-        self.form.focus_prompt()
+        self.action_focus_form()
         self.notify(f"Loaded the parameters of {path.name} ({found.kind}).", markup=False)
 
     def action_switch_pane(self) -> None:
@@ -968,10 +970,14 @@ class KlingApp(App[None]):
             yield SystemCommand("Unstar task" if record.starred else "Star task", "Toggle the star", self.action_star)
             yield SystemCommand("Note on task", "Add or edit a note", self.action_note)
             yield SystemCommand("Compare with…", "Mark this task, then another", self.action_compare)
+            if record.image_paths:
+                yield SystemCommand("Full screen", "The selected image on the whole terminal", self.action_fullscreen)
+                yield SystemCommand("Grid of images", "The task's (or its variant group's) images", self.action_grid)
             if record.status == "queued":
                 yield SystemCommand("Cancel queued task", "It was not sent yet", self.action_cancel_queued)
         yield SystemCommand("Starred only", "Toggle the star filter", self.action_starred_only)
         yield SystemCommand("Units summary", "Per day and per model", self.action_summary)
+        yield SystemCommand("Import image", "Fill the form from an image's parameters", self.action_import_image)
         yield SystemCommand("Keys", "Every key of the app", self.action_help)
 
     def watch_theme(self, theme: str) -> None:
