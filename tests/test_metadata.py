@@ -183,3 +183,17 @@ def test_import_cli_reads_them_back_and_says_so_for_foreign_images(sandbox, tmp_
 
     missing = kling("import", str(tmp_path / "nope.png"))
     assert missing.code == 2 and "no such file" in missing.stderr
+
+
+def test_a_file_that_cannot_carry_them_is_kept_as_it_was(tmp_path):
+    from kling_tui.history.metadata import keep_parameters
+
+    folder = tmp_path / "task"
+    folder.mkdir()
+    cut = folder / "image-1.png"
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buf, "PNG")
+    cut.write_bytes(buf.getvalue()[:-40])  # cut short, as a broken download would be
+    before = cut.read_bytes()
+    assert keep_parameters(cut, _record(prompt="p")[1], 0) is False
+    assert cut.read_bytes() == before and [p.name for p in folder.iterdir()] == ["image-1.png"]

@@ -251,3 +251,26 @@ async def test_a_narrow_terminal_shows_the_form_and_the_tasks_in_turn(sandbox):
 
         await pilot.resize_terminal(120, 36)
         await wait_for(pilot, lambda: not app.narrow and form.region.width > 0 and right.region.width > 0)
+
+
+async def test_prompts_in_the_grid_and_viewer_are_text_never_markup(sandbox):
+    hostile = "[bold]loud[/bold] [@click=app.quit]quit[/] \x1b[31m"
+    store = sandbox_history()
+    finished(store, hostile, 1, model="kling-v1", group="g2")
+    finished(store, "calm", 1, model="kling-v1", group="g2")
+    store.close()
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: app.table.row_count == 2)
+        app.table.focus()
+        app.table.move_cursor(row=1)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, GridScreen))
+        label = str(app.screen.query_one("#cell-1 .grid-label").render())
+        assert "[bold]loud[/bold] [@click=app.quit]" in label and "\x1b" not in label
+        await pilot.press("right", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ViewerScreen))
+        await wait_for(pilot, lambda: "loud" in str(app.screen.query_one("#viewer-prompt").render()))
+        shown = str(app.screen.query_one("#viewer-prompt").render())
+        assert "[bold]loud[/bold] [@click=app.quit]quit[/]" in shown and "\x1b" not in shown
+        assert app.is_running
