@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 from textual.widgets import Input, TextArea
 
@@ -273,4 +274,27 @@ async def test_prompts_in_the_grid_and_viewer_are_text_never_markup(sandbox):
         await wait_for(pilot, lambda: "loud" in str(app.screen.query_one("#viewer-prompt").render()))
         shown = str(app.screen.query_one("#viewer-prompt").render())
         assert "[bold]loud[/bold] [@click=app.quit]quit[/]" in shown and "\x1b" not in shown
+        assert app.is_running
+
+
+@pytest.mark.parametrize("protocol", ["sixel", "kitty", "unicode", "none"])
+async def test_viewer_and_grid_work_with_every_image_protocol(sandbox, protocol):
+    ids = history()
+    app = app_for(sandbox, image_protocol=protocol)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.table.row_count == 4)
+        app.table.focus()
+        await pilot.press("space")
+        await wait_for(pilot, lambda: isinstance(app.screen, ViewerScreen) and app.screen.shown is not None)
+        assert app.screen.shown[:2] == (ids["four"], 0)
+        if protocol == "none":
+            assert "image-1.png" in str(app.screen.query_one("#viewer-message").render())
+        await pilot.press("z", "escape", "t")
+        await wait_for(pilot, lambda: isinstance(app.screen, GridScreen))
+        grid = app.screen
+        if protocol == "none":
+            await wait_for(pilot, lambda: "image-4.png" in str(grid.query_one("#cell-3 .grid-wait").render()))
+        else:
+            await wait_for(pilot, lambda: grid.drawn == {0, 1, 2, 3})
+        await pilot.press("escape")
         assert app.is_running
