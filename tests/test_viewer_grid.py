@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from PIL import Image
 from textual.widgets import Input, TextArea
@@ -96,6 +98,13 @@ async def test_full_screen_viewer_keys_and_escape_back_to_where_the_user_was(san
         assert zoomed[2] - zoomed[0] == (right - left) // 2
         await pilot.press("shift+right")
         await wait_for(pilot, lambda: viewer.shown[3][0] > zoomed[0], what="panned right")
+        await pilot.press("shift+down")
+        await wait_for(pilot, lambda: viewer.shown[3][1] > zoomed[1], what="panned down")
+        moved = viewer.shown[3]
+        await pilot.press("H")
+        await wait_for(pilot, lambda: viewer.shown[3][0] < moved[0], what="panned left")
+        await pilot.press("K")
+        await wait_for(pilot, lambda: viewer.shown[3][1] < moved[1], what="panned up")
         await pilot.press("z")
         await wait_for(pilot, lambda: viewer.shown and viewer.shown[2] == "fit")
 
@@ -120,8 +129,15 @@ async def test_full_screen_viewer_keys_and_escape_back_to_where_the_user_was(san
         await wait_for(pilot, lambda: app.focused is app.preview)
 
 
-async def test_grid_of_a_task_and_of_a_variant_group_with_the_table_keys(sandbox):
+async def test_grid_of_a_task_and_of_a_variant_group_with_the_table_keys(sandbox, tmp_path, monkeypatch):
     ids = history()
+    # A stand-in for the system viewer that notes what it was asked to open.
+    opened = tmp_path / "opened.txt"
+    (tmp_path / "bin").mkdir()
+    opener = tmp_path / "bin" / "xdg-open"
+    opener.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    opener.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     app = app_for(sandbox)
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_for(pilot, lambda: app.table.row_count == 4 and app.workbench is not None)
@@ -143,6 +159,10 @@ async def test_grid_of_a_task_and_of_a_variant_group_with_the_table_keys(sandbox
         assert app.clipboard == str(folder / "image-4.png")
         await pilot.press("y")
         assert app.clipboard == f"https://cdn.example/{ids['four']}/3.png"
+        await pilot.press("c")
+        assert app.clipboard == "four owls"
+        await pilot.press("o")
+        await wait_for(pilot, lambda: opened.exists() and opened.read_text().strip() == str(folder / "image-4.png"))
         await pilot.press("f")
         await wait_for(pilot, lambda: sandbox_history().get(ids["four"]).starred)
         assert grid.current.label.startswith("★")
@@ -155,6 +175,13 @@ async def test_grid_of_a_task_and_of_a_variant_group_with_the_table_keys(sandbox
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is grid)
         assert grid.cursor == 3  # the same cell keeps the highlight
+        await pilot.press("left", "up")
+        assert grid.cursor == 0
+        await pilot.press("space")
+        await wait_for(pilot, lambda: isinstance(app.screen, ViewerScreen) and app.screen.shown is not None)
+        assert app.screen.shown[:2] == (ids["four"], 0)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.screen is grid)
 
         before = app.table.row_count
         await pilot.press("r")
