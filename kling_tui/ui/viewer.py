@@ -206,6 +206,17 @@ class ViewerScreen(Screen[None]):
             width, height = self._full[1].size
             self.center = ((box[0] + box[2]) / 2 / width, (box[1] + box[3]) / 2 / height)
         self.shown = (local_id, index, self.mode, box)
+        if len(self.paths) > 1:
+            self._prefetch([self.paths[(index + 1) % len(self.paths)], self.paths[(index - 1) % len(self.paths)]])
+
+    @work(thread=True, exclusive=True, group="viewer-prefetch")
+    def _prefetch(self, paths: list[Path]) -> None:
+        """Make the neighbours' thumbnails now, so that stepping to them does not wait for a decode."""
+        for path in paths:
+            try:
+                cached_thumbnail(path, THUMB_SIDE)
+            except Exception:
+                pass  # shown as a message when the user gets there
 
     def _message(self, text: str) -> None:
         self.shown = None
