@@ -92,7 +92,7 @@ async def _run(folder: Path, rounds: int) -> dict[str, list[float]]:
 
 def measure(quick: bool = False, log=print) -> list[Row]:
     home, folder = grid_home()
-    rounds = 2 if quick else 4
+    rounds = 3 if quick else 8
     with sandbox_process(submitted=2.0, processing=4.0) as base_url, user_env(home, base_url):
         times = asyncio.run(_run(folder, rounds))
     first, cached, viewer, decode9, decode1 = (
