@@ -78,3 +78,8 @@ def test_html_export_needs_a_folder_and_other_formats_refuse_one(tmp_path):
     assert missing.code == 2 and "--out" in missing.stderr
     wrong = kling("export", "--format", "csv", "--out", str(tmp_path), auth="none")
     assert wrong.code == 2 and not Path(tmp_path / "index.html").exists()
+    (tmp_path / "a-file").write_text("not a folder")
+    blocked = kling("export", "--format", "html", "--out", str(tmp_path / "a-file"), auth="none")
+    assert (
+        blocked.code == 2 and "cannot write the contact sheet" in blocked.stderr and "Traceback" not in blocked.stderr
+    )

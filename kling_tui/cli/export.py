@@ -70,7 +70,13 @@ def cmd_export(args: argparse.Namespace, store: HistoryStore, console: Console) 
 
         if not args.out:
             raise CommandError("--format html needs --out DIR", EXIT_INVALID)
-        index = write_contact_sheet(_all_records(store), store, Path(args.out).expanduser())
+        out = Path(args.out).expanduser()
+        try:
+            index = write_contact_sheet(_all_records(store), store, out)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot write the contact sheet to {plain(out)}: {exc.strerror or exc}", EXIT_INVALID
+            ) from None
         console.out(str(index))
         return EXIT_OK
     if getattr(args, "out", None):
