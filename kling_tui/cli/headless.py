@@ -1,5 +1,5 @@
 """Runs one headless command (`generate`, `omni`, `expand`, `multi`, `list`, `show`, `download`,
-`export`, `models`; a module each).
+`export`, `import`, `models`; a module each).
 
 They run on the same core as the TUI (Workbench, HistoryStore), so a task a script creates
 shows up in the TUI's history and the other way round. Results go to stdout (one JSON
@@ -59,6 +59,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, store: History
         return cmd_export(args, store, console)
     if args.command == "models":
         return cmd_models(args, settings, console)
+    if args.command == "import":
+        from kling_tui.cli.import_image import cmd_import
+
+        return cmd_import(args, console)
     raise ValueError(f"not a headless command: {args.command}")
 
 

@@ -105,8 +105,12 @@ def _add_headless_commands(sub) -> None:
     download.add_argument("--out", metavar="DIR", help="also copy the images into DIR")
     _common(download, json_help="print the task as one JSON object")
 
-    export = sub.add_parser("export", help="write the whole history to stdout")
-    export.add_argument("--format", choices=("jsonl", "csv"), required=True)
+    export = sub.add_parser(
+        "export",
+        help="write the whole history to stdout (jsonl, csv) or as a contact sheet to a folder (html)",
+    )
+    export.add_argument("--format", choices=("jsonl", "csv", "html"), required=True)
+    export.add_argument("--out", metavar="DIR", help="with --format html: the folder to write (index.html + images)")
     _common(export)
 
     models = sub.add_parser(
@@ -114,6 +118,13 @@ def _add_headless_commands(sub) -> None:
         help="list the models: what each can do, its price per image by use and resolution, its retirement",
     )
     _common(models, json_help="print the table as one JSON object")
+
+    imp = sub.add_parser(
+        "import",
+        help="read back how an image was made (the parameters kling-tui keeps inside every image it saves)",
+    )
+    imp.add_argument("image", metavar="IMAGE", help="a .png, .jpg or .webp file")
+    _common(imp, json_help="print the parameters as one JSON object")
 
 
 def _ratio_arg(text: str) -> float:
@@ -195,7 +206,7 @@ def _add_image_commands(sub) -> None:
     _task_options(multi)
 
 
-HEADLESS_COMMANDS = ("generate", "omni", "expand", "multi", "list", "show", "download", "export", "models")
+HEADLESS_COMMANDS = ("generate", "omni", "expand", "multi", "list", "show", "download", "export", "import", "models")
 
 
 def _locate() -> int:

@@ -27,12 +27,14 @@ from kling_tui.history.retired import load_retired, remember_retired
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
-from kling_tui.ui.form import GenerationForm, PromptArea
+from kling_tui.ui.form import SUBJECT_FIELDS, GenerationForm, PromptArea
+from kling_tui.ui.grid import GridScreen
 from kling_tui.ui.messages import BackgroundError, RecordChanged
 from kling_tui.ui.pickers import PromptSearch, QuickPick
 from kling_tui.ui.preview import PreviewPane
 from kling_tui.ui.summary import SummaryScreen
 from kling_tui.ui.tasks import ACTIVE, TaskTable
+from kling_tui.ui.viewer import ViewerScreen
 
 if TYPE_CHECKING:
     from kling_tui.api.auth import Auth
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 200
 PANES = ("form-pane", "tasks-pane", "preview-pane")  # the panes f2/f3/f4 focus
+# Below this width three panes cannot each be useful: the form and the tasks take turns (f6).
+NARROW_WIDTH = 100
 # Rows loaded before the first frame (a tall terminal's worth); the rest of the page follows it.
 FIRST_PAINT_ROWS = 60
 STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
@@ -90,6 +94,10 @@ class KlingApp(App[None]):
         Binding("K", "move_queued(-1)", "Queue earlier", show=False, id="task.queue_up"),
         Binding("J", "move_queued(1)", "Queue later", show=False, id="task.queue_down"),
         Binding("u", "summary", "Units", show=False, id="app.summary"),
+        Binding("space", "fullscreen", "Full screen", show=False, id="task.fullscreen"),
+        Binding("t", "grid", "Grid of images", show=False, id="task.grid"),
+        Binding("i", "import_image", "Import image…", show=False, id="app.import_image"),
+        Binding("f6", "switch_pane", "Form ⇄ tasks", show=False, priority=True, id="app.switch_pane"),
     ]
     # Single-letter keys act on tasks only while no text field has focus.
     TEXT_SAFE_ACTIONS = frozenset(
@@ -111,6 +119,9 @@ class KlingApp(App[None]):
             "cancel_queued",
             "move_queued",
             "summary",
+            "fullscreen",
+            "grid",
+            "import_image",
         }
     )
 
@@ -224,7 +235,38 @@ class KlingApp(App[None]):
         else:
             self.push_screen(SetupScreen(), self._setup_done)
         self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
-        self.form.focus_prompt()
+        self._fit_layout(self.size.width)
+        if self.narrow and self.table.row_count:
+            self._show_pane("tasks-pane")
+            self.table.focus()
+        else:
+            self.form.focus_prompt()
+
+    # -- layout for the terminal's width -------------------------------------------------
+    @property
+    def narrow(self) -> bool:
+        return self.screen_stack[0].has_class("-narrow")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_layout(event.size.width)
+
+    def _fit_layout(self, width: int) -> None:
+        main = self.screen_stack[0]
+        narrow = width < NARROW_WIDTH
+        if narrow == self.narrow:
+            return
+        main.set_class(narrow, "-narrow")
+        form_pane, tasks_pane = main.query_one("#form-pane"), main.query_one("#tasks-pane")
+        form_pane.border_subtitle = "f6 tasks" if narrow else ""
+        tasks_pane.border_subtitle = "f6 form" if narrow else ""
+        if narrow:
+            focused = self.focused
+            in_form = focused is not None and any(w.id == "form-pane" for w in focused.ancestors_with_self)
+            self._show_pane("form-pane" if in_form else "tasks-pane")
+
+    def _show_pane(self, pane_id: str) -> None:
+        """In the narrow layout, show the form or the tasks and preview."""
+        self.screen_stack[0].set_class(pane_id == "form-pane", "-show-form")
 
     # -- connection --------------------------------------------------------------------
     @property
@@ -490,6 +532,8 @@ class KlingApp(App[None]):
             return
         for pane_id in PANES:
             self.screen_stack[0].query_one(f"#{pane_id}").set_class(pane_id == owner, "-active")
+        if self.narrow:
+            self._show_pane(owner)
 
     @on(DataTable.RowHighlighted, "#tasks")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -593,13 +637,23 @@ class KlingApp(App[None]):
 
     # -- actions -----------------------------------------------------------------------
     def action_focus_form(self) -> None:
-        self.form.focus_prompt()
+        self._focus_pane("form-pane", self.form.focus_prompt)
 
     def action_focus_tasks(self) -> None:
-        self.table.focus()
+        self._focus_pane("tasks-pane", self.table.focus)
 
     def action_focus_preview(self) -> None:
-        self.preview.focus()
+        self._focus_pane("preview-pane", self.preview.focus)
+
+    def _focus_pane(self, pane_id: str, focus: Callable[[], object]) -> None:
+        if not self.narrow or self.screen_stack[0].has_class("-show-form") == (pane_id == "form-pane"):
+            focus()
+            return
+        # Shown first, focused once laid out: a hidden widget takes no focus, and the screen
+        # drops the focus of the pane being hidden when it lays out.
+        self.set_focus(None)
+        self._show_pane(pane_id)
+        self.call_after_refresh(focus)
 
     def action_filter(self) -> None:
         bar = self.screen_stack[0].query_one("#filter-bar")
@@ -647,7 +701,27 @@ class KlingApp(App[None]):
                 "On the selected task",
                 groups["task"] + [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview it")],
             ),
-            ("Preview", [("left / right (h / l)", "Previous / next image")]),
+            ("Preview", [("left / right (h / l)", "Previous / next image"), ("enter", "Full screen")]),
+            (
+                "Full screen",
+                [
+                    ("left / right (h / l)", "Previous / next image"),
+                    ("up / down (k / j)", "Previous / next task, in the table's order"),
+                    ("z", "Fit / 1:1 / zoom"),
+                    ("shift+arrows (H J K L)", "Pan, at 1:1 and zoomed"),
+                    ("escape / q", "Back to where you were"),
+                ],
+            ),
+            (
+                "Grid",
+                [
+                    ("arrows (h j k l)", "Move between images"),
+                    ("enter / space", "Full screen"),
+                    ("p / y / c", "Copy path / URL / prompt"),
+                    ("o / f / r", "Open / star / re-run"),
+                    ("R", "Use as the form's reference image"),
+                ],
+            ),
             (
                 "Form",
                 [
@@ -661,34 +735,43 @@ class KlingApp(App[None]):
     def _notify_copied(self, what: str) -> None:
         self.notify(f"Copied the {what} (OSC 52).", timeout=3)
 
-    def action_copy_url(self) -> None:
-        url = self.preview.current_url
+    # The table's keys act on the selected task; the grid calls these with its highlighted image.
+    def copy_url(self, url: str | None) -> None:
         if url:
             self.copy_to_clipboard(url)
             self._notify_copied("image URL")
 
-    def action_copy_path(self) -> None:
-        path = self.preview.current_path
+    def copy_path(self, path: Path | None) -> None:
         if path:
             self.copy_to_clipboard(str(path))
             self._notify_copied("image path")
 
-    def action_copy_prompt(self) -> None:
-        record = self.selected_record()
+    def copy_prompt(self, record: TaskRecord | None) -> None:
         if record and record.prompt:
             self.copy_to_clipboard(record.prompt)
             self._notify_copied("prompt")
 
-    def action_open_image(self) -> None:
+    def open_path(self, path: Path | None) -> None:
         from kling_tui.base.opener import open_in_viewer
 
-        path = self.preview.current_path
         if path is None:
             self.notify("No saved image to open.", severity="warning")
             return
         error = open_in_viewer(path)
         if error:
             self.notify(error, severity="warning", markup=False)
+
+    def action_copy_url(self) -> None:
+        self.copy_url(self.preview.current_url)
+
+    def action_copy_path(self) -> None:
+        self.copy_path(self.preview.current_path)
+
+    def action_copy_prompt(self) -> None:
+        self.copy_prompt(self.selected_record())
+
+    def action_open_image(self) -> None:
+        self.open_path(self.preview.current_path)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.TEXT_SAFE_ACTIONS:
@@ -744,6 +827,12 @@ class KlingApp(App[None]):
             return
         self._resubmit(record, as_child=True, model_name=successor)
 
+    def rerun_record(self, record: TaskRecord) -> None:
+        before = self.table.row_count
+        self._resubmit(record)
+        if self.table.row_count > before:
+            self.notify("Sent again.", timeout=2)
+
     def action_duplicate(self, what: str) -> None:
         record = self._selected_or_warn()
         if record is None:
@@ -766,7 +855,11 @@ class KlingApp(App[None]):
 
     def action_star(self) -> None:
         record = self._selected_or_warn()
-        if record and self.workbench:
+        if record:
+            self.star_record(record)
+
+    def star_record(self, record: TaskRecord) -> None:
+        if self.workbench:
             self.workbench.annotate(record.local_id, starred=not record.starred)
 
     def action_note(self) -> None:
@@ -855,6 +948,93 @@ class KlingApp(App[None]):
 
         self.push_screen(PromptSearch(prompts), chosen)
 
+    # -- seeing images ------------------------------------------------------------------
+    def table_order(self) -> list[str]:
+        """Local ids in the table's order (filters and sorting as shown)."""
+        return [row.key.value for row in self.table.ordered_rows if row.key.value is not None]
+
+    def action_fullscreen(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        index = self.preview.index if self.preview.owner == record.local_id else 0
+        self.push_screen(
+            ViewerScreen(self.store, self.table_order(), self.table.cursor_row, index, self.image_protocol)
+        )
+
+    def action_grid(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        records = [record]
+        title = f"{len(record.image_paths)} images · {record.model or ''} · {' '.join(record.prompt.split())}"
+        if record.group:
+            members = (self.store.get(key) for key in self.table_order())
+            records = [r for r in members if r is not None and r.group == record.group]
+            title = f"Variant group ⧉{record.group[:4]} · {len(records)} tasks · the labels say what differs"
+        if not any(r.image_paths for r in records):
+            self.notify("No saved images to show yet.", severity="warning")
+            return
+        self.push_screen(GridScreen(self.store, records, self.image_protocol, title))
+
+    def use_as_reference(self, path: Path) -> None:
+        """Put an image into the form's reference field (or the first free subject, in multi mode)."""
+        form = self.form
+        if form.mode == "generation":
+            field: str | None = "image"
+        else:
+            field = next((f for f in SUBJECT_FIELDS if not form.query_one(f"#{f}", Input).value.strip()), None)
+        if field is None:
+            self.notify("Every subject image is set; clear one first.", severity="warning")
+            return
+        form.query_one(f"#{field}", Input).value = str(path)
+        form.validate_now()
+        what = "reference" if field == "image" else "subject"
+        self.notify(f"{path.name} is now the {what} image.", markup=False)
+
+    def action_import_image(self) -> None:
+        from kling_tui.ui.form import PathSuggester
+
+        def chosen(value: str | None) -> None:
+            if value and value.strip():
+                self._import_image(Path(value.strip()).expanduser())
+
+        self.push_screen(
+            TextDialog(
+                "Import an image: its parameters fill the form",
+                placeholder="path to a .png, .jpg or .webp",
+                suggester=PathSuggester(),
+                hint="enter to import · escape to cancel",
+            ),
+            chosen,
+        )
+
+    @work(group="import", exclusive=True)
+    async def _import_image(self, path: Path) -> None:
+        import asyncio
+
+        from kling_tui.history.metadata import MetadataError, read_parameters, resolve_references
+
+        try:
+            found = await asyncio.to_thread(read_parameters, path)
+        except MetadataError as exc:
+            self.notify(plain(exc), title="Not imported", severity="error", markup=False)
+            return
+        if found is None:
+            self.notify(f"{path.name} was not made by kling-tui.", markup=False)
+            self.use_as_reference(path)
+            return
+        self.form.load_params(found.kind, resolve_references(found.params, path.parent))
+        self.action_focus_form()
+        self.notify(f"Loaded the parameters of {path.name} ({found.kind}).", markup=False)
+
+    def action_switch_pane(self) -> None:
+        in_form = self.focused is not None and any(w.id == "form-pane" for w in self.focused.ancestors_with_self)
+        if in_form:
+            self.action_focus_tasks()
+        else:
+            self.action_focus_form()
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Submit", "Send the form's request", self.action_submit)
@@ -888,10 +1068,14 @@ class KlingApp(App[None]):
             yield SystemCommand("Unstar task" if record.starred else "Star task", "Toggle the star", self.action_star)
             yield SystemCommand("Note on task", "Add or edit a note", self.action_note)
             yield SystemCommand("Compare with…", "Mark this task, then another", self.action_compare)
+            if record.image_paths:
+                yield SystemCommand("Full screen", "The selected image on the whole terminal", self.action_fullscreen)
+                yield SystemCommand("Grid of images", "The task's (or its variant group's) images", self.action_grid)
             if record.status == "queued":
                 yield SystemCommand("Cancel queued task", "It was not sent yet", self.action_cancel_queued)
         yield SystemCommand("Starred only", "Toggle the star filter", self.action_starred_only)
         yield SystemCommand("Units summary", "Per day and per model", self.action_summary)
+        yield SystemCommand("Import image", "Fill the form from an image's parameters", self.action_import_image)
         yield SystemCommand("Keys", "Every key of the app", self.action_help)
 
     def watch_theme(self, theme: str) -> None:

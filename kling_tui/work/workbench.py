@@ -18,6 +18,7 @@ from kling_tui.api.capabilities import Capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.errors import InvalidRequest, KlingError, NetworkError
 from kling_tui.api.types import Request, Task, request_from_params
+from kling_tui.history.metadata import keep_parameters
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.budget import SlotBudget
 from kling_tui.work.tracker import StatusChange, Tracker
@@ -449,6 +450,7 @@ class Workbench:
                 if on_error:
                     on_error(exc)
                 return
+            await asyncio.to_thread(keep_parameters, saved, record, index)  # how it was made, inside the file
             paths[index] = saved.name
             publish()
 
