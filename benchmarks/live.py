@@ -172,7 +172,6 @@ def preview_home() -> tuple[Path, list[str]]:
 
 
 async def _preview(ids: list[str]) -> tuple[list[float], list[float], list[float]]:
-    from kling_tui.ui.preview import PreviewCache
 
     app = build_app(poll_interval=0.5)
     probe = FrameProbe(app)
@@ -192,7 +191,7 @@ async def _preview(ids: list[str]) -> tuple[list[float], list[float], list[float
         def pillow_alone(row: int) -> float:
             path = app.store.task_dir(table.coordinate_to_cell_key((row, 0)).row_key.value) / "image-1.png"
             started = time.perf_counter()
-            PreviewCache(max_side=preview.cache.max_side).load(path)
+            pillow_shrink(path, preview.cache.max_side)
             return time.perf_counter() - started
 
         # Warm-up: row 0 is selected on start; rows 1 and 0 again are not measured.
@@ -211,8 +210,25 @@ async def _preview(ids: list[str]) -> tuple[list[float], list[float], list[float
     return first, cached, decode
 
 
+def pillow_shrink(path: Path, side: int) -> None:
+    """Pillow's own decode and shrink of one file, the way any viewer would do it."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.draft("RGB", (side, side))
+        small = img.convert("RGB")
+    small.thumbnail((side, side))
+
+
+def drop_thumbnails(home: Path) -> None:
+    """Thumbnails are cached beside the images: a "first" figure must start without them."""
+    for folder in home.rglob(".thumbs"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def preview(log=print) -> list[Row]:
     home, ids = preview_home()
+    drop_thumbnails(home)
     with sandbox_process(submitted=2.0, processing=4.0) as base_url, user_env(home, base_url):
         first, cached, decode = asyncio.run(_preview(ids))
     f, c, d = (median(v) * 1000 for v in (first, cached, decode))

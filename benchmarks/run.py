@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, load_average
 
-SECTIONS = ("startup", "polling", "notice", "preview", "input", "search")
+SECTIONS = ("startup", "polling", "notice", "preview", "viewer", "input", "search")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("preview latency")
         rows += live.preview(log=log)
+    if "viewer" in sections:
+        from benchmarks import viewer
+
+        log("grid and full-screen viewer")
+        rows += viewer.measure(quick, log=log)
     if "input" in sections:
         from benchmarks import live
 

@@ -2,7 +2,8 @@
 
 `locations.config_file()`, every key optional:
 
-    default_model = "kling-v1"        # model preselected in the form
+    default_model = "kling-v1"        # model preselected in the form (and sent when none is named)
+    default_models = ["kling-v3", "kling-v2-1"]  # the form's default: the first not retired
     [auth]
     access_key = "..."                # AK/SK: signed into a short-lived JWT
     secret_key = "..."
@@ -19,6 +20,9 @@
     concurrency = 9                   # image slots of your resource pack
     [keymap]
     submit = "ctrl+j"                 # binding id = key
+    [budget]
+    daily = 200                       # units a local day; a submit that would pass it asks first
+    session = 50                      # units one app run (or one CLI command) may spend
     [models.NAME]                     # capability overrides, same fields as models.toml
 
 Environment (wins over the file): KLING_ACCESS_KEY + KLING_SECRET_KEY, KLING_API_KEY,
@@ -27,6 +31,7 @@ KLING_BASE_URL.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 import tomllib
@@ -37,7 +42,16 @@ from typing import Any
 
 import tomli_w
 
-from kling_tui.api.capabilities import Capabilities, ModelCaps, default_capabilities, load_capabilities
+from kling_tui.api.capabilities import (
+    ENDPOINTS,
+    RESOLUTIONS,
+    USES,
+    Capabilities,
+    ModelCaps,
+    default_capabilities,
+    load_capabilities,
+    parse_date,
+)
 from kling_tui.base import locations
 from kling_tui.base.atomic import move_aside, write_atomic
 
@@ -69,6 +83,9 @@ class Settings:
     keymap: dict[str, str] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_model: str | None = None
+    default_models: list[str] = field(default_factory=list)
+    budget_daily: float | None = None  # units; None: no budget
+    budget_session: float | None = None
     # Where each credential came from ("file" / "environment"), for the settings screen.
     credential_source: str = ""
     path: Path | None = None
@@ -98,11 +115,13 @@ class Settings:
 
     def capabilities(self) -> Capabilities:
         """The packaged model table with this config's [models.NAME] overrides merged in."""
-        if not self.models and not self.default_model:
+        if not self.models and not self.default_model and not self.default_models:
             return default_capabilities()
         overrides: dict[str, Any] = {"models": self.models}
         if self.default_model:
             overrides["default_model"] = self.default_model
+        if self.default_models:
+            overrides["default_models"] = list(self.default_models)
         try:
             return load_capabilities(overrides)
         except (TypeError, ValueError) as exc:
@@ -149,11 +168,12 @@ def _type_name(kinds: tuple[type, ...]) -> str:
 
 
 _KNOWN = {
-    "": {"default_model", "auth", "api", "ui", "queue", "keymap", "models"},
+    "": {"default_model", "default_models", "auth", "api", "ui", "queue", "keymap", "models", "budget"},
     "auth": {"access_key", "secret_key", "api_key"},
     "api": {"region", "base_url", "sandbox"},
     "ui": {"theme", "image_protocol", "poll_interval"},
     "queue": {"concurrency"},
+    "budget": {"daily", "session"},
 }
 
 
@@ -203,6 +223,17 @@ def _from_data(data: Mapping[str, Any], warnings: list[str]) -> Settings:
     s.models = _models(r.table("models"), warnings)
     default_model = r.get("", "default_model", str, "")
     s.default_model = default_model or None
+    preferred = r.get("", "default_models", list, [])
+    if all(isinstance(name, str) and name for name in preferred):
+        s.default_models = list(preferred)
+    else:
+        warnings.append("default_models must be a list of model names; using the built-in order.")
+    for key in ("daily", "session"):
+        limit = r.get("budget", key, (int, float), None)
+        if limit is not None and limit <= 0:
+            warnings.append(f"[budget] {key} must be a positive number of units (got {limit}); no {key} budget.")
+            limit = None
+        setattr(s, f"budget_{key}", None if limit is None else float(limit))
 
     s.extra = _unknown(data, warnings)
     return s
@@ -226,13 +257,29 @@ def _models(table: Mapping[str, Any], warnings: list[str]) -> dict[str, dict[str
     return models
 
 
+_PRICE_KEYS = {f"{use}{res}" for use in (*USES, "default") for res in ("", *(f"_{r}" for r in RESOLUTIONS))}
+
+
+def _is_price(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
 def _model_value_ok(key: str, value: Any) -> bool:
-    if key in ("text_to_image", "multi_image", "discontinued"):
+    if key in ("text_to_image", "multi_image", "discontinued", "series"):
         return isinstance(value, bool)
-    if key in ("units_per_image", "units_per_image_2k"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-    if key == "label":
+    if key in ("units_per_image", "units_per_image_2k", "units_per_image_4k"):
+        return _is_price(value)
+    if key in ("label", "note", "successor"):
         return isinstance(value, str)
+    if key == "retires":
+        try:
+            return isinstance(value, (str, dt.date)) and (parse_date(value) is not None or value == "")
+        except ValueError:
+            return False
+    if key == "prices":
+        return isinstance(value, Mapping) and all(k in _PRICE_KEYS and _is_price(v) for k, v in value.items())
+    if key == "endpoints":
+        return isinstance(value, list) and all(v in ENDPOINTS for v in value)
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
@@ -242,7 +289,7 @@ def _unknown(data: Mapping[str, Any], warnings: list[str]) -> dict[str, Any]:
         if key not in _KNOWN[""]:
             warnings.append(f"Unknown setting {key!s}; kept but not used.")
             extra[key] = value
-    for table in ("auth", "api", "ui", "queue"):
+    for table in ("auth", "api", "ui", "queue", "budget"):
         section = data.get(table)
         if isinstance(section, Mapping):
             for key in section:
@@ -327,6 +374,8 @@ def settings_to_toml(settings: Settings) -> str:
     doc: dict[str, Any] = {}
     if settings.default_model:
         doc["default_model"] = settings.default_model
+    if settings.default_models:
+        doc["default_models"] = list(settings.default_models)
     doc["auth"] = {
         k: v
         for k, v in (
@@ -347,6 +396,9 @@ def settings_to_toml(settings: Settings) -> str:
     doc["queue"] = {"concurrency": settings.concurrency}
     if settings.keymap:
         doc["keymap"] = dict(settings.keymap)
+    budget = {k: v for k, v in (("daily", settings.budget_daily), ("session", settings.budget_session)) if v}
+    if budget:
+        doc["budget"] = budget
     if settings.models:
         doc["models"] = {name: dict(values) for name, values in settings.models.items()}
     for key, value in settings.extra.items():

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 from cli_helpers import kling
 
+from kling_tui.api.prices import price
+from kling_tui.config import load_settings
 from kling_tui.history.store import HistoryStore
 from kling_tui.sandbox import DEFAULT_API_KEY, Sandbox, SandboxConfig
 
@@ -50,7 +52,10 @@ def test_dry_run_prints_the_plan_count_and_estimate_and_names_broken_rows_by_lin
     assert "rows.jsonl:3: n: must be from 1 to 9" in run.stderr
     assert "rows.jsonl:4: not valid JSON" in run.stderr
     assert "rows.jsonl:5: colour: not a field" in run.stderr
-    assert "4 rows" not in run.stdout and "5 rows (3 invalid, 2 new); 2 to send, about 3 units" in run.stdout
+    caps = load_settings().capabilities()
+    units = price(caps, "generation", {"prompt": "a cat", "n": 2}).units
+    units += price(caps, "multi", {"subject_images": ["https://example.com/face.png"], "prompt": "two friends"}).units
+    assert f"5 rows (3 invalid, 2 new); 2 to send, about {units:g} units; nothing was sent" in run.stdout
     plan = _plan(path, sandbox)
     assert {line: p["plan"] for line, p in plan.items()} == {
         1: "new",
@@ -117,7 +122,7 @@ def _start(path: Path, base_url: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "kling_tui", "batch", str(path), "--json", *extra],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=open(os.environ.get("BATCH_STDERR", os.devnull), "a"),
         env=env,
     )
 
@@ -154,6 +159,7 @@ def test_a_batch_killed_at_random_moments_creates_every_row_exactly_once(tmp_pat
     config = isolated_home / "config" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("[queue]\nconcurrency = 40\n", encoding="utf-8")
+    config.chmod(0o600)
     with Sandbox(SandboxConfig(slots=40, submitted_seconds=0.02, processing_seconds=0.05, seed=7)) as sandbox:
         plan = _plan(path, sandbox)
         expected = {p["external_task_id"] for p in plan.values()}

@@ -23,8 +23,8 @@ from kling_tui.api.auth import JwtAuth
 from kling_tui.api.capabilities import default_capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.errors import InvalidRequest, http_status_for
-from kling_tui.api.types import GenerationRequest, MultiImageRequest
-from kling_tui.api.validation import validate_generation, validate_multi_image
+from kling_tui.api.types import ExpandRequest, GenerationRequest, MultiImageRequest, OmniRequest
+from kling_tui.api.validation import validate_expand, validate_generation, validate_multi_image, validate_omni
 from kling_tui.sandbox import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Sandbox, SandboxConfig
 
 CAPS = default_capabilities()
@@ -61,8 +61,9 @@ WIRE_IMAGES = [
     "",
 ]
 
-LIVE = [m for m in CAPS.models.values() if not m.discontinued]
-MULTI = [m for m in LIVE if m.multi_image]
+LIVE = [m for m in CAPS.models.values() if not m.discontinued and m.serves("generations")]
+MULTI = [m for m in CAPS.models.values() if not m.discontinued and m.multi_image]
+OMNI = [m for m in CAPS.models.values() if not m.discontinued and m.serves("omni-image")]
 URL_IMAGE = "https://example.com/ref.png"
 GOOD_IMAGES = [URL_IMAGE, _b64(GOOD_IMAGE)]
 DELETE = object()
@@ -115,7 +116,7 @@ GENERATION_BREAKS = COMMON_BREAKS + [
     ("resolution", "2k"),
     ("resolution", "4k"),
     ("resolution", 1),
-    *[("model_name", m.name) for m in LIVE],
+    *[("model_name", m.name) for m in LIVE + OMNI],
 ]
 MULTI_BREAKS = COMMON_BREAKS + [
     ("model_name", "kling-v1"),
@@ -292,7 +293,8 @@ def _send_through_client(sandbox, api, runner, client, request, path: str) -> No
             runner.run(client.create(request))
         assert caught.value.problems == problems
         after = sandbox.state.counters()
-        assert (after["create"], after["multi_create"]) == (before["create"], before["multi_create"])
+        creates = ("create", "multi_create", "omni_create", "expand_create")
+        assert [after[c] for c in creates] == [before[c] for c in creates]
         # The same payload sent raw: refused, naming one of the fields the client named.
         answer = api.post(path, json=_unique({**payload, "external_task_id": UNIQUE}))
         assert answer.status_code in (400, 404), answer.text
@@ -369,3 +371,168 @@ def test_the_client_sends_only_valid_multi_image_requests(sandbox, api, runner, 
     for name, value in data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(breaks), min_size=1, max_size=2))):
         kwargs[name] = value
     _send_through_client(sandbox, api, runner, client, MultiImageRequest(**kwargs), "/v1/images/multi-image2image")
+
+
+# -- omni image and expansion --------------------------------------------------------------------
+
+OMNI_BREAKS = COMMON_BREAKS + [
+    ("model_name", "kling-v1"),
+    ("model_name", "kling-v2-1"),
+    *[("model_name", m.name) for m in OMNI],
+    ("prompt", DELETE),
+    ("prompt", ""),
+    ("prompt", "<<<image_5>>> at night"),
+    ("prompt", "<<<element_3>>> waves"),
+    ("image_list", [{"image": URL_IMAGE}] * 11),
+    ("image_list", [{"url": URL_IMAGE}]),
+    ("image_list", URL_IMAGE),
+    *[("image_list", [{"image": value}]) for value in WIRE_IMAGES[2:]],
+    ("element_list", [{"element_id": "e"}] * 10),
+    ("element_list", [{"element_id": ""}]),
+    ("element_list", [{"id": "e"}]),
+    ("resolution", "4k"),
+    ("resolution", "8k"),
+    ("result_type", "series"),
+    ("result_type", "album"),
+    ("series_amount", 1),
+    ("series_amount", 10),
+    ("series_amount", "4"),
+    ("n", 4),
+]
+EXPAND_BREAKS = [
+    ("image", DELETE),
+    *[("image", value) for value in WIRE_IMAGES[2:]],
+    *[(f"{side}_expansion_ratio", value) for side in ("up", "left") for value in (DELETE, -0.1, 2.1, "0.5", True)],
+    ("right_expansion_ratio", 2.0),
+    ("down_expansion_ratio", 1.5),
+    ("prompt", "p" * 2501),
+    ("prompt", 3),
+    ("n", 0),
+    ("n", "2"),
+    ("callback_url", "not a url"),
+    ("external_task_id", "x" * 65),
+    ("watermark_info", True),
+]
+
+
+@st.composite
+def omni_payloads(draw):
+    model = draw(st.sampled_from(OMNI))
+    payload = _common(draw, model)
+    images = draw(st.lists(st.sampled_from(GOOD_IMAGES), max_size=4))
+    elements = draw(st.lists(st.sampled_from(["el-1", "el-2", 42]), max_size=3))
+    if images:
+        payload["image_list"] = [{"image": image} for image in images]
+    if elements:
+        payload["element_list"] = [{"element_id": element} for element in elements]
+    referred = draw(st.lists(st.integers(1, len(images)), max_size=3)) if images else []
+    payload["prompt"] = " and ".join([f"<<<image_{i}>>>" for i in referred] + ["a quiet harbour"])
+    if elements and draw(st.booleans()):
+        payload["prompt"] += " with <<<element_1>>>"
+    if draw(st.booleans()):
+        payload["resolution"] = draw(st.sampled_from(model.resolutions))
+    if model.series and draw(st.booleans()):
+        payload["result_type"] = "series"
+        payload.pop("n", None)
+        if draw(st.booleans()):
+            payload["series_amount"] = draw(st.integers(2, 9))
+    if draw(st.booleans()):
+        del payload["model_name"]  # the endpoint's default model then applies
+        payload.pop("result_type", None)
+        payload.pop("resolution", None)
+    return _break(draw, payload, OMNI_BREAKS)
+
+
+RATIO_STEPS = st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0]) | st.floats(0, 2)
+
+
+@st.composite
+def expand_payloads(draw):
+    payload: dict = {"image": draw(st.sampled_from(GOOD_IMAGES))}
+    for side in ("up", "down", "left", "right"):
+        payload[f"{side}_expansion_ratio"] = draw(RATIO_STEPS)
+    for name, strategy in {
+        "prompt": st.just("more sea"),
+        "n": st.integers(1, 9),
+        "callback_url": st.just(CALLBACK),
+        "external_task_id": st.just(UNIQUE),
+    }.items():
+        value = _maybe(draw, strategy)
+        if value is not None:
+            payload[name] = value
+    return _break(draw, payload, EXPAND_BREAKS)
+
+
+@PROPERTY_SETTINGS
+@given(payload=omni_payloads())
+def test_omni_rules_agree_with_the_sandbox(api, payload):
+    payload = _unique(payload)
+    problems = validate_omni(payload, CAPS)
+    _assert_sandbox_agrees(api.post("/v1/images/omni-image", json=payload), problems)
+
+
+@PROPERTY_SETTINGS
+@given(payload=expand_payloads())
+def test_expansion_rules_agree_with_the_sandbox(api, payload):
+    payload = _unique(payload)
+    problems = validate_expand(payload)
+    _assert_sandbox_agrees(api.post("/v1/images/editing/expand", json=payload), problems)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_the_client_sends_only_valid_omni_requests(sandbox, api, runner, client, image_files, data):
+    good, bad = image_files[:2], image_files[2:]
+    model = data.draw(st.sampled_from(OMNI))
+    images = data.draw(st.lists(st.sampled_from(good), max_size=3))
+    kwargs: dict = {
+        "prompt": " ".join(f"<<<image_{i + 1}>>>" for i in range(len(images))) + " in ink",
+        "model_name": model.name,
+        "images": images,
+        "elements": data.draw(st.lists(st.just("el-1"), max_size=2)),
+        "resolution": data.draw(st.sampled_from([None, *model.resolutions])),
+        "aspect_ratio": data.draw(st.sampled_from([None, *model.aspect_ratios])),
+        "n": data.draw(st.sampled_from([None, 1, 4])),
+    }
+    if model.series and data.draw(st.booleans()):
+        kwargs.update(result_type="series", series_amount=data.draw(st.integers(2, 9)), n=None)
+    breaks = _typed_breaks(
+        {
+            "prompt": ["", "q" * 2501, "<<<image_9>>>"],
+            "model_name": ["kling-v1", "kling-v9", *[m.name for m in OMNI]],
+            "images": [[good[0]] * 11, *[[b] for b in bad], [good[0], bad[0]]],
+            "elements": [["e"] * 10],
+            "resolution": ["4k", "8k"],
+            "result_type": ["series", "album"],
+            "series_amount": [1, 10],
+            "n": [0, 10, 3],
+            "aspect_ratio": ["5:4"],
+        }
+    )
+    for name, value in data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(breaks), min_size=1, max_size=2))):
+        kwargs[name] = value
+    _send_through_client(sandbox, api, runner, client, OmniRequest(**kwargs), "/v1/images/omni-image")
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_the_client_sends_only_valid_expansions(sandbox, api, runner, client, image_files, data):
+    good, bad = image_files[:2], image_files[2:]
+    kwargs: dict = {
+        "image": data.draw(st.sampled_from(good)),
+        **{f"{side}_expansion_ratio": data.draw(RATIO_STEPS) for side in ("up", "down", "left", "right")},
+        "prompt": data.draw(st.sampled_from([None, "more sky"])),
+        "n": data.draw(st.sampled_from([None, 1, 9])),
+    }
+    breaks = _typed_breaks(
+        {
+            "image": bad,
+            "up_expansion_ratio": [-0.5, 2.5],
+            "left_expansion_ratio": [2.0],
+            "prompt": ["w" * 2501],
+            "n": [0, 12],
+        }
+    )
+    for name, value in data.draw(st.one_of(st.just([]), st.lists(st.sampled_from(breaks), min_size=1, max_size=2))):
+        kwargs[name] = value
+    _send_through_client(sandbox, api, runner, client, ExpandRequest(**kwargs), "/v1/images/editing/expand")

@@ -13,7 +13,8 @@ from kling_tui.sandbox import DEFAULT_API_KEY, Sandbox, SandboxConfig
 GEN = "/v1/images/generations"
 MULTI = "/v1/images/multi-image2image"
 
-# Every example body of kling-image-api.md, with the units it should cost.
+# Every example body of kling-image-api.md, with the units it should cost: the price table in
+# models.toml (USD per image by model, use and resolution) at 1 unit = 0.0035 USD.
 DOC_EXAMPLES = {
     "basic": (
         {
@@ -46,7 +47,7 @@ DOC_EXAMPLES = {
             "n": 2,
             "aspect_ratio": "16:9",
         },
-        "4",
+        "16",  # kling-v1-5 with a subject reference: 0.028 USD an image
     ),
     "face": (
         {
@@ -58,7 +59,7 @@ DOC_EXAMPLES = {
             "n": 1,
             "aspect_ratio": "3:4",
         },
-        "2",
+        "8",  # kling-v1-5 with a face reference: 0.028 USD
     ),
     "2k": (
         {
@@ -294,7 +295,7 @@ def test_multi_image_task_runs_like_a_generation(http):
     )
     done = wait_for(lambda: (t := get(http, "multi-1", MULTI))["task_status"] == "succeed" and t)
     assert done["task_id"] == task["task_id"]
-    assert done["final_unit_deduction"] == "4"
+    assert done["final_unit_deduction"] == "16"  # kling-v2-1 multi-image: 0.028 USD an image
     assert len(done["task_result"]["images"]) == 2
     assert [t["task_id"] for t in http.get(MULTI).json()["data"]] == [task["task_id"]]
     assert_error(http.post(MULTI, json={"model_name": "kling-v2"}), 400, 1200)

@@ -106,3 +106,81 @@ def test_help_screen(snap_compare, sandbox, fixed_zone):
 def test_setup_screen_on_first_run(snap_compare, fixed_zone):
     app = build(None)
     assert snap_compare(app, terminal_size=(120, 36))
+
+
+@pytest.fixture
+def four_up(fixed_zone):
+    """One task with four images on disk, and a variant group of two with one each."""
+    store = sandbox_history()
+    populate(store, 3, seed=7, end=FIXED_NOW - 600)
+    width, height = output_size("16:9", "1k")
+
+    def finished(prompt, n, model, group=None, at=FIXED_NOW):
+        record = store.new_record("generation", {"prompt": prompt, "model_name": model, "aspect_ratio": "16:9", "n": n})
+        folder = store.task_dir(record.local_id)
+        for i in range(n):
+            (folder / f"image-{i + 1}.png").write_bytes(render_png(f"{prompt} {i}", i, width // 4, height // 4))
+        return store.update(
+            record.local_id,
+            status="succeed",
+            image_paths=[f"image-{i + 1}.png" for i in range(n)],
+            group=group,
+            units=str(n),
+            created_at=at,
+            submitted_at=at,
+            finished_at=at + 20,
+        ).local_id
+
+    finished("a fox in the snow", 1, "kling-v1", group="abcd1234", at=FIXED_NOW - 120)
+    finished("a fox in the snow", 1, "kling-v2", group="abcd1234", at=FIXED_NOW - 60)
+    four = finished("four lighthouses at dusk, one per season", 4, "kling-v2-1")
+    store.close()
+    return four
+
+
+def test_grid_of_four(snap_compare, sandbox, four_up):
+    app = build(sandbox)
+
+    async def ready(pilot):
+        from kling_tui.ui.grid import GridScreen
+
+        await wait_for(pilot, lambda: app.table.row_count >= 3 and app.table.selected_key == four_up)
+        app.table.focus()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, GridScreen) and len(app.screen.drawn) == 4)
+        await pilot.press("right")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=ready)
+
+
+def test_grid_of_a_variant_group(snap_compare, sandbox, four_up):
+    app = build(sandbox)
+
+    async def ready(pilot):
+        from kling_tui.ui.grid import GridScreen
+
+        await wait_for(pilot, lambda: app.table.row_count >= 3)
+        app.table.focus()
+        await pilot.press("j")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, GridScreen) and len(app.screen.drawn) == 2)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=ready)
+
+
+def test_full_screen_view(snap_compare, sandbox, four_up):
+    app = build(sandbox)
+
+    async def ready(pilot):
+        from kling_tui.ui.viewer import ViewerScreen
+
+        await wait_for(pilot, lambda: app.table.row_count >= 3 and app.table.selected_key == four_up)
+        app.table.focus()
+        await pilot.press("space", "right")
+        await wait_for(pilot, lambda: isinstance(app.screen, ViewerScreen) and app.screen.shown is not None)
+        await wait_for(pilot, lambda: app.screen.shown[1] == 1)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=ready)

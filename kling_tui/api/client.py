@@ -26,11 +26,16 @@ from kling_tui.api.auth import Auth, JwtAuth
 from kling_tui.api.capabilities import Capabilities
 from kling_tui.api.download import MAX_DOWNLOAD_BYTES, download_image
 from kling_tui.api.errors import CREATE_AMBIGUOUS, KlingError, NetworkError
-from kling_tui.api.types import GenerationRequest, Kind, MultiImageRequest, ResourcePack, Task
+from kling_tui.api.types import Kind, Request, ResourcePack, Task
 
 log = logging.getLogger(__name__)
 
-PATHS: dict[str, str] = {"generation": "/v1/images/generations", "multi": "/v1/images/multi-image2image"}
+PATHS: dict[str, str] = {
+    "generation": "/v1/images/generations",
+    "multi": "/v1/images/multi-image2image",
+    "omni": "/v1/images/omni-image",
+    "expand": "/v1/images/editing/expand",
+}
 COSTS_PATH = "/account/costs"
 PAGE_SIZE_MAX = 500
 RESIGN_CODES = frozenset({1003, 1004})
@@ -118,7 +123,7 @@ class KlingClient:
     # -- public calls -------------------------------------------------------------------
 
     @staticmethod
-    def prepare(request: GenerationRequest | MultiImageRequest) -> str:
+    def prepare(request: Request) -> str:
         """Give the request an `external_task_id` if it has none and return it.
 
         Call it and record the id before `create()` so a crash mid-create can be reconciled
@@ -128,7 +133,7 @@ class KlingClient:
             request.external_task_id = uuid.uuid4().hex
         return request.external_task_id
 
-    async def create(self, request: GenerationRequest | MultiImageRequest) -> Task:
+    async def create(self, request: Request) -> Task:
         """Submit a task. Raises InvalidRequest (nothing sent) when the request breaks a rule."""
         # Reading and checking local images is blocking work.
         payload, _ = await asyncio.to_thread(request.build, self.caps)

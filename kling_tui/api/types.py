@@ -14,13 +14,21 @@ from kling_tui.api.errors import InvalidRequest, Problem
 from kling_tui.api.validation import (
     IMAGE_MAX_BYTES,
     check_image_bytes,
+    unreferenced_inputs,
+    validate_expand,
     validate_generation,
     validate_multi_image,
+    validate_omni,
 )
 
 TaskStatus = Literal["submitted", "processing", "succeed", "failed"]
 FINAL_STATUSES = frozenset({"succeed", "failed"})
-Kind = Literal["generation", "multi"]
+Kind = Literal["generation", "multi", "omni", "expand"]
+KINDS: tuple[Kind, ...] = ("generation", "multi", "omni", "expand")
+# Fields of a request that are not parameters of the task: never recorded as params, never sent.
+NOT_PARAMS = frozenset({"kind", "parents"})
+# Lineage: (local id of the task an input image came from, that image's 1-based index).
+Parent = tuple[str, int]
 LOCAL_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -55,6 +63,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _params(request: Any) -> dict[str, Any]:
+    data = {k: _clean(v) for k, v in asdict(request).items() if k not in NOT_PARAMS}
+    return {k: v for k, v in data.items() if v is not None}
+
+
 @dataclass
 class GenerationRequest:
     """`POST /v1/images/generations`. `image` is a local path or an http(s) URL."""
@@ -72,13 +85,13 @@ class GenerationRequest:
     callback_url: str | None = None
     external_task_id: str | None = None
     watermark: bool | None = None
+    parents: list[Parent] = field(default_factory=list, repr=False)
 
     kind: Kind = field(default="generation", init=False, repr=False)
 
     def params(self) -> dict[str, Any]:
         """The user-visible parameters (what history records), without empty ones."""
-        data = {k: _clean(v) for k, v in asdict(self).items() if k != "kind"}
-        return {k: v for k, v in data.items() if v is not None}
+        return _params(self)
 
     def problems(self, caps: Capabilities | None = None) -> list[Problem]:
         return self.build(caps, raise_on_problems=False)[1]
@@ -123,13 +136,14 @@ class MultiImageRequest:
     callback_url: str | None = None
     external_task_id: str | None = None
     watermark: bool | None = None
+    parents: list[Parent] = field(default_factory=list, repr=False)
 
     kind: Kind = field(default="multi", init=False, repr=False)
 
     def params(self) -> dict[str, Any]:
-        data = {k: _clean(v) for k, v in asdict(self).items() if k != "kind"}
+        data = _params(self)
         data["subject_images"] = [s for s in self.subject_images if s and s.strip()]
-        return {k: v for k, v in data.items() if v is not None}
+        return data
 
     def problems(self, caps: Capabilities | None = None) -> list[Problem]:
         return self.build(caps, raise_on_problems=False)[1]
@@ -169,15 +183,140 @@ class MultiImageRequest:
         return payload, problems
 
 
-def request_from_params(kind: str, params: Mapping[str, Any]) -> GenerationRequest | MultiImageRequest:
+@dataclass
+class OmniRequest:
+    """`POST /v1/images/omni-image`. `images` are local paths or http(s) URLs, referred to in the
+    prompt as <<<image_1>>>, <<<image_2>>> ... in order; `elements` are Kling element ids
+    (<<<element_1>>> ...)."""
+
+    prompt: str
+    model_name: str | None = None
+    images: list[str] = field(default_factory=list)
+    elements: list[str] = field(default_factory=list)
+    resolution: str | None = None
+    n: int | None = None
+    result_type: str | None = None
+    series_amount: int | None = None
+    aspect_ratio: str | None = None
+    callback_url: str | None = None
+    external_task_id: str | None = None
+    watermark: bool | None = None
+    parents: list[Parent] = field(default_factory=list, repr=False)
+
+    kind: Kind = field(default="omni", init=False, repr=False)
+
+    def params(self) -> dict[str, Any]:
+        data = _params(self)
+        for name in ("images", "elements"):
+            values = [str(v).strip() for v in getattr(self, name) if v is not None and str(v).strip()]
+            if values:
+                data[name] = values
+            else:
+                data.pop(name, None)
+        return data
+
+    def warnings(self) -> list[str]:
+        """What is allowed but probably not meant: inputs the prompt never refers to."""
+        params = self.params()
+        unused = unreferenced_inputs(self.prompt, len(params.get("images", [])), len(params.get("elements", [])))
+        if not unused:
+            return []
+        return [f"prompt: never refers to {', '.join(unused)} (the model may still use them)"]
+
+    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
+        return self.build(caps, raise_on_problems=False)[1]
+
+    def build(
+        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        caps = caps or default_capabilities()
+        params = self.params()
+        payload: dict[str, Any] = {k: v for k, v in params.items() if k not in ("watermark", "images", "elements")}
+        if self.watermark is not None:
+            payload["watermark_info"] = {"enabled": self.watermark}
+        problems: list[Problem] = []
+        known: dict[str, bytes] = {}
+        image_list = []
+        for i, source in enumerate(params.get("images", [])):
+            name = f"image_list[{i}]"
+            wire, raw, found = read_image_source(name, source)
+            problems += found
+            if raw is not None:
+                known[name] = raw
+            image_list.append({"image": wire})
+        if image_list:
+            payload["image_list"] = image_list
+        if params.get("elements"):
+            payload["element_list"] = [{"element_id": e} for e in params["elements"]]
+        bad_fields = {p.field for p in problems}
+        problems += [p for p in validate_omni(payload, caps, images=known) if p.field not in bad_fields]
+        if problems and raise_on_problems:
+            raise InvalidRequest(problems)
+        return payload, problems
+
+
+@dataclass
+class ExpandRequest:
+    """`POST /v1/images/editing/expand`. `image` is a local path or an http(s) URL; each ratio
+    extends that side by a multiple of the original's width (left/right) or height (up/down)."""
+
+    image: str
+    up_expansion_ratio: float = 0.0
+    down_expansion_ratio: float = 0.0
+    left_expansion_ratio: float = 0.0
+    right_expansion_ratio: float = 0.0
+    prompt: str | None = None
+    n: int | None = None
+    callback_url: str | None = None
+    external_task_id: str | None = None
+    watermark: bool | None = None
+    parents: list[Parent] = field(default_factory=list, repr=False)
+
+    kind: Kind = field(default="expand", init=False, repr=False)
+
+    def params(self) -> dict[str, Any]:
+        return _params(self)
+
+    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
+        return self.build(caps, raise_on_problems=False)[1]
+
+    def build(
+        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        """`caps` is accepted for a uniform call; expansion takes no model."""
+        params = self.params()
+        payload: dict[str, Any] = {k: v for k, v in params.items() if k != "watermark"}
+        if self.watermark is not None:
+            payload["watermark_info"] = {"enabled": self.watermark}
+        raw = None
+        problems: list[Problem] = []
+        if "image" in payload:
+            payload["image"], raw, problems = read_image_source("image", payload["image"])
+        if problems:
+            problems += [
+                p for p in validate_expand({**payload, "image": "https://local.invalid/x.png"}) if p.field != "image"
+            ]
+        else:
+            problems = validate_expand(payload, image_bytes=raw)
+        if problems and raise_on_problems:
+            raise InvalidRequest(problems)
+        return payload, problems
+
+
+Request = GenerationRequest | MultiImageRequest | OmniRequest | ExpandRequest
+REQUEST_TYPES: dict[str, type[Request]] = {
+    "generation": GenerationRequest,
+    "multi": MultiImageRequest,
+    "omni": OmniRequest,
+    "expand": ExpandRequest,
+}
+
+
+def request_from_params(kind: str, params: Mapping[str, Any]) -> Request:
     """Rebuild a request from recorded parameters (history, the CLI, the form)."""
-    if kind == "multi":
-        return MultiImageRequest(
-            **{k: v for k, v in params.items() if k in MultiImageRequest.__dataclass_fields__ and k != "kind"}
-        )
-    return GenerationRequest(
-        **{k: v for k, v in params.items() if k in GenerationRequest.__dataclass_fields__ and k != "kind"}
-    )
+    cls = REQUEST_TYPES.get(kind, GenerationRequest)
+    names = {f for f in cls.__dataclass_fields__ if f not in NOT_PARAMS}
+    return cls(**{k: v for k, v in params.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -199,6 +338,7 @@ class Task:
     final_unit_deduction: str | None = None
     images: list[TaskImage] = field(default_factory=list)
     external_task_id: str | None = None
+    result_type: str | None = None  # omni-image: "single" or "series"
 
     @property
     def is_final(self) -> bool:
@@ -223,6 +363,10 @@ class Task:
         info = data.get("task_info")
         external = info.get("external_task_id") if isinstance(info, Mapping) else None
         deduction = data.get("final_unit_deduction")
+        # Where Kling puts result_type is not documented: in task_result, else beside it.
+        result_type = result.get("result_type") if isinstance(result, Mapping) else None
+        if not isinstance(result_type, str):
+            result_type = data.get("result_type")
         return cls(
             task_id=str(data["task_id"]),
             task_status=str(data.get("task_status") or "submitted"),
@@ -232,6 +376,7 @@ class Task:
             final_unit_deduction=str(deduction) if deduction not in (None, "") else None,
             images=images,
             external_task_id=external if isinstance(external, str) and external else None,
+            result_type=result_type if isinstance(result_type, str) and result_type else None,
         )
 
 

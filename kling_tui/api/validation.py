@@ -10,11 +10,20 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from kling_tui.api.capabilities import REFERENCE_TYPES, Capabilities, ModelCaps, default_capabilities
+from kling_tui.api.capabilities import (
+    GENERATIONS,
+    MULTI_IMAGE,
+    OMNI_IMAGE,
+    REFERENCE_TYPES,
+    Capabilities,
+    ModelCaps,
+    default_capabilities,
+)
 from kling_tui.api.errors import Problem
 
 PROMPT_MAX = 2500
@@ -25,6 +34,13 @@ IMAGE_MAX_RATIO = 2.5
 IMAGE_FORMATS = ("JPEG", "PNG")
 SUBJECTS_MIN, SUBJECTS_MAX = 1, 4
 EXTERNAL_ID_MAX = 64
+OMNI_INPUTS_MAX = 10  # image_list + element_list
+RESULT_TYPES = ("single", "series")
+SERIES_MIN, SERIES_MAX, SERIES_DEFAULT = 2, 9, 4
+EXPAND_SIDES = ("up", "down", "left", "right")
+EXPAND_RATIO_MAX = 2.0
+EXPAND_AREA_MAX = 3.0
+REFERENCE_RE = re.compile(r"<<<(image|element)_(\d+)>>>")
 
 SHAPE, VALUE, MISSING_MODEL = 1200, 1201, 1203
 
@@ -137,7 +153,7 @@ def _check_common(payload: Mapping[str, Any], model: ModelCaps | None) -> list[P
 
 
 def _resolve_model(
-    payload: Mapping[str, Any], caps: Capabilities, default: str
+    payload: Mapping[str, Any], caps: Capabilities, default: str, endpoint: str | None = GENERATIONS
 ) -> tuple[ModelCaps | None, list[Problem]]:
     name = payload.get("model_name", default)
     if name is None:
@@ -150,6 +166,9 @@ def _resolve_model(
         return None, [Problem("model_name", f"unknown model {name!r} (known: {known})", MISSING_MODEL)]
     if model.discontinued:
         return None, [Problem("model_name", f"The model '{name}' has been discontinued", MISSING_MODEL)]
+    if endpoint is not None and not model.serves(endpoint):
+        served = ", ".join(caps.models_for(endpoint)) or "no model"
+        return None, [Problem("model_name", f"/v1/images/{endpoint} serves {served} (not {name})")]
     return model, []
 
 
@@ -235,7 +254,7 @@ def validate_multi_image(
     if not isinstance(payload, Mapping):
         return [Problem("body", "must be a JSON object", SHAPE)]
     multi = caps.multi_image_models()
-    model, problems = _resolve_model(payload, caps, multi[0] if multi else caps.default_model)
+    model, problems = _resolve_model(payload, caps, caps.default_for(MULTI_IMAGE), endpoint=None)
     if model is not None and not model.multi_image:
         problems.append(
             Problem(
@@ -263,4 +282,183 @@ def validate_multi_image(
         value = payload.get(field)
         if value is not None and value != "":
             problems += check_image_value(field, value, images.get(field))
+    return problems
+
+
+# -- omni image and expansion ----------------------------------------------------------------
+
+
+def prompt_references(prompt: str) -> tuple[set[int], set[int]]:
+    """The 1-based image and element numbers a prompt refers to with <<<image_N>>> / <<<element_N>>>."""
+    images: set[int] = set()
+    elements: set[int] = set()
+    for what, number in REFERENCE_RE.findall(prompt or ""):
+        (images if what == "image" else elements).add(int(number))
+    return images, elements
+
+
+def unreferenced_inputs(prompt: str, images: int, elements: int = 0) -> list[str]:
+    """Inputs given but never referred to in the prompt (a warning, not an error): e.g. ["<<<image_2>>>"]."""
+    used_images, used_elements = prompt_references(prompt)
+    return [f"<<<image_{i}>>>" for i in range(1, images + 1) if i not in used_images] + [
+        f"<<<element_{i}>>>" for i in range(1, elements + 1) if i not in used_elements
+    ]
+
+
+def images_made(kind: str, params: Mapping[str, Any]) -> int:
+    """The images a task makes, which is also the concurrency slots it holds: n, or a series' size.
+
+    `params` are a request's recorded parameters or its wire payload (the same names).
+    """
+    if kind == "omni" and params.get("result_type") == "series":
+        amount = params.get("series_amount")
+        return amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else SERIES_DEFAULT
+    n = params.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+def _check_items(payload: Mapping[str, Any], field: str, key: str, what: str) -> tuple[list[Any], list[Problem]]:
+    """A list field of {key: value} objects; returns the values (None where broken) and problems."""
+    items = payload.get(field)
+    if items is None:
+        return [], []
+    if not isinstance(items, list):
+        return [], [Problem(field, f'must be a list of {{"{key}": {what}}}', SHAPE)]
+    values: list[Any] = []
+    problems: list[Problem] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or key not in item:
+            problems.append(Problem(f"{field}[{i}]", f'must be {{"{key}": {what}}}', SHAPE))
+            values.append(None)
+        else:
+            values.append(item[key])
+    return values, problems
+
+
+def _check_int(payload: Mapping[str, Any], field: str, low: int, high: int) -> list[Problem]:
+    value = payload.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, int) or isinstance(value, bool):
+        return [Problem(field, f"must be an integer from {low} to {high}", SHAPE)]
+    if not low <= value <= high:
+        return [Problem(field, f"must be from {low} to {high} (got {value})")]
+    return []
+
+
+def validate_omni(
+    payload: Any, caps: Capabilities | None = None, *, images: Mapping[str, bytes] | None = None
+) -> list[Problem]:
+    """Every rule for `POST /v1/images/omni-image`; an empty list means valid.
+
+    `images` maps field paths (e.g. `image_list[0]`) to content already known.
+    """
+    caps = caps or default_capabilities()
+    images = images or {}
+    if not isinstance(payload, Mapping):
+        return [Problem("body", "must be a JSON object", SHAPE)]
+    model, problems = _resolve_model(payload, caps, caps.default_for(OMNI_IMAGE), OMNI_IMAGE)
+    problems += _check_text(payload, "prompt", required=True)
+    problems += _check_common(payload, model)
+
+    image_values, found = _check_items(payload, "image_list", "image", "URL or base64")
+    problems += found
+    for i, value in enumerate(image_values):
+        if value is not None:
+            problems += check_image_value(f"image_list[{i}]", value, images.get(f"image_list[{i}]"))
+    element_values, found = _check_items(payload, "element_list", "element_id", "an element id")
+    problems += found
+    for i, value in enumerate(element_values):
+        if value is not None and (
+            not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip()
+        ):
+            problems.append(Problem(f"element_list[{i}]", "element_id must be a non-empty id", SHAPE))
+    total = len(image_values) + len(element_values)
+    if total > OMNI_INPUTS_MAX:
+        problems.append(
+            Problem(
+                "image_list",
+                f"images + elements must be at most {OMNI_INPUTS_MAX} "
+                f"(got {len(image_values)} + {len(element_values)})",
+            )
+        )
+
+    prompt = payload.get("prompt")
+    if isinstance(prompt, str):
+        used_images, used_elements = prompt_references(prompt)
+        for number in sorted(used_images):
+            if not 1 <= number <= len(image_values):
+                problems.append(
+                    Problem("prompt", f"<<<image_{number}>>> refers to no image ({len(image_values)} given)")
+                )
+        for number in sorted(used_elements):
+            if not 1 <= number <= len(element_values):
+                problems.append(
+                    Problem("prompt", f"<<<element_{number}>>> refers to no element ({len(element_values)} given)")
+                )
+
+    resolution = payload.get("resolution")
+    if resolution is not None and model is not None and resolution not in model.resolutions:
+        problems.append(
+            Problem("resolution", f"{model.name} supports {', '.join(model.resolutions)} (got {resolution!r})")
+        )
+
+    result_type = payload.get("result_type")
+    if result_type is not None and result_type not in RESULT_TYPES:
+        problems.append(Problem("result_type", f"must be 'single' or 'series' (got {result_type!r})"))
+    elif result_type == "series":
+        if model is not None and not model.series:
+            series = [m.name for m in caps.models.values() if m.series and m.serves(OMNI_IMAGE)]
+            problems.append(
+                Problem("result_type", f"series is available on {', '.join(series) or 'no model'} (not {model.name})")
+            )
+        n = payload.get("n")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+            problems.append(Problem("n", "must be 1 with result_type 'series' (series_amount sets how many images)"))
+    problems += _check_int(payload, "series_amount", SERIES_MIN, SERIES_MAX)
+    return problems
+
+
+def expanded_size(width: int, height: int, ratios: Mapping[str, float]) -> tuple[int, int]:
+    """The size of an expansion's result: each side grows by its ratio of the original's width or height."""
+    return (
+        round(width * (1 + ratios.get("left", 0) + ratios.get("right", 0))),
+        round(height * (1 + ratios.get("up", 0) + ratios.get("down", 0))),
+    )
+
+
+def validate_expand(payload: Any, *, image_bytes: bytes | None = None) -> list[Problem]:
+    """Every rule for `POST /v1/images/editing/expand`; an empty list means valid."""
+    if not isinstance(payload, Mapping):
+        return [Problem("body", "must be a JSON object", SHAPE)]
+    problems: list[Problem] = []
+    image = payload.get("image")
+    if image is None or image == "":
+        problems.append(Problem("image", "is required (the image to expand)", SHAPE))
+    else:
+        problems += check_image_value("image", image, image_bytes)
+    ratios: dict[str, float] = {}
+    for side in EXPAND_SIDES:
+        field = f"{side}_expansion_ratio"
+        value = payload.get(field)
+        if value is None:
+            problems.append(Problem(field, f"is required (0 to {EXPAND_RATIO_MAX:g})", SHAPE))
+        elif not _is_number(value):
+            problems.append(Problem(field, f"must be a number from 0 to {EXPAND_RATIO_MAX:g}", SHAPE))
+        elif not 0 <= value <= EXPAND_RATIO_MAX:
+            problems.append(Problem(field, f"must be from 0 to {EXPAND_RATIO_MAX:g} (got {value:g})"))
+        else:
+            ratios[side] = float(value)
+    if len(ratios) == len(EXPAND_SIDES):
+        area = (1 + ratios["left"] + ratios["right"]) * (1 + ratios["up"] + ratios["down"])
+        if area > EXPAND_AREA_MAX + 1e-9:
+            problems.append(
+                Problem(
+                    "expansion_ratio",
+                    f"the new image may be at most {EXPAND_AREA_MAX:g}x the original's area: "
+                    f"(1 + left + right) x (1 + up + down) = {area:.2f}",
+                )
+            )
+    problems += _check_text(payload, "prompt", required=False)
+    problems += _check_common(payload, None)
     return problems

@@ -28,7 +28,8 @@ from typing import Any
 
 from kling_tui.api.client import PATHS
 from kling_tui.api.errors import InvalidRequest
-from kling_tui.api.types import GenerationRequest, MultiImageRequest, request_from_params
+from kling_tui.api.prices import price
+from kling_tui.api.types import NOT_PARAMS, Request, request_from_params
 from kling_tui.base.locations import data_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import (
@@ -44,9 +45,6 @@ from kling_tui.cli.session import Session, open_session, out_dir, save_and_copy
 from kling_tui.config import Settings
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.budget import SlotBudget
-from kling_tui.work.variants import estimate_units
-
-Request = GenerationRequest | MultiImageRequest
 
 # Columns that are about the row, not fields of the request.
 ID_COLUMN = "id"
@@ -57,6 +55,8 @@ RUNNING = ("submitted", "processing")
 UNSENT = ("queued", "not_created")  # safe to send (again): the server holds no task for them
 MAX_ROWS = 100_000
 BUSY = 1303
+SAVE_ATTEMPTS = 3
+SAVE_BACKOFF = 0.5  # seconds, times the attempt number
 
 
 @dataclass
@@ -70,6 +70,7 @@ class Row:
     external_task_id: str = ""
     problems: list[str] = field(default_factory=list)
     record: TaskRecord | None = None  # the row's task in history, once known
+    images_missing: bool = False  # --wait: the task succeeded but its images could not be saved
 
     @property
     def valid(self) -> bool:
@@ -152,7 +153,7 @@ def _kind_of(value: Any) -> str | None:
 
 
 def _field_names(request: Request) -> set[str]:
-    return {f.name for f in dataclasses.fields(request) if f.init}
+    return {f.name for f in dataclasses.fields(request) if f.init and f.name not in NOT_PARAMS}
 
 
 def _build(kind: str, params: dict[str, Any]) -> tuple[Request | None, list[str]]:
@@ -413,10 +414,16 @@ def path_group(path: Path) -> str:
     return hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:8]
 
 
+def _estimate(requests: list[Request], settings: Settings) -> float:
+    """Units by the price table, as variants.estimate_units counts them, for every endpoint."""
+    caps = settings.capabilities()
+    return sum(price(caps, request.kind, request.params()).units for request in requests)
+
+
 def _dry_run(rows: list[Row], store: HistoryStore, settings: Settings, console: Console, invalid: list[Row]) -> int:
     to_send = [row for row in rows if row.valid and row.plan() in ("new", "send", "send again")]
     requests = [row.request for row in to_send if row.request is not None]
-    units = estimate_units(requests, settings.capabilities())
+    units = _estimate(requests, settings)
     counts = Counter(row.plan() for row in rows)
     for row in rows:
         if console.as_json:
@@ -539,13 +546,21 @@ async def _start_row(session: Session, row: Row, by_local_id: dict[str, Row], gr
 
 
 async def _save(session: Session, row: Row, record: TaskRecord, out: Path | None, console: Console) -> None:
-    try:
-        record, _ = await save_and_copy(session, record, out)
+    outcome = "images not saved"
+    for attempt in range(SAVE_ATTEMPTS):
+        try:
+            record, _ = await save_and_copy(session, record, out)
+        except CommandError as exc:
+            # A dropped connection mid-download: the next attempt fetches only what is missing.
+            if attempt + 1 == SAVE_ATTEMPTS:
+                console.warn(f"line {row.line}: {exc.message}")
+                row.images_missing = True
+            else:
+                await asyncio.sleep(SAVE_BACKOFF * (attempt + 1))
+            continue
         row.record = record
         outcome = _outcome(record)
-    except CommandError as exc:
-        console.warn(f"line {row.line}: {exc.message}")
-        outcome = "images not saved"
+        break
     if console.as_json:
         console.json(_row_json(session.workbench.store, row, outcome=outcome))
 
@@ -558,7 +573,7 @@ def _outcome(record: TaskRecord) -> str:
 
 def _exit_code(rows: list[Row], wait: bool) -> int:
     statuses = [row.record.status if row.record else "pending" for row in rows]
-    if any(s in ("not_created", "pending", "queued", "error") for s in statuses):
+    if any(s in ("not_created", "pending", "queued", "error") for s in statuses) or any(r.images_missing for r in rows):
         return EXIT_API
     if wait and any(s == "failed" for s in statuses):
         return EXIT_TASK_FAILED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 from collections.abc import Iterator
+from pathlib import Path
 
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import EXIT_INVALID, EXIT_OK, CommandError, Console, dumps, record_json
@@ -29,6 +30,7 @@ CSV_COLUMNS = (
     "image_urls",
     "images",
     "params",
+    "parents",
 )
 
 
@@ -68,6 +70,22 @@ def _all_records(store: HistoryStore) -> Iterator[TaskRecord]:
 
 
 def cmd_export(args: argparse.Namespace, store: HistoryStore, console: Console) -> int:
+    if args.format == "html":
+        from kling_tui.cli.contact_sheet import write_contact_sheet
+
+        if not args.out:
+            raise CommandError("--format html needs --out DIR", EXIT_INVALID)
+        out = Path(args.out).expanduser()
+        try:
+            index = write_contact_sheet(_all_records(store), store, out)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot write the contact sheet to {plain(out)}: {exc.strerror or exc}", EXIT_INVALID
+            ) from None
+        console.out(str(index))
+        return EXIT_OK
+    if getattr(args, "out", None):
+        raise CommandError("--out is for --format html; jsonl and csv go to stdout", EXIT_INVALID)
     if args.format == "jsonl":
         for record in _all_records(store):
             console.out(dumps(record_json(store, record)))
@@ -79,6 +97,7 @@ def cmd_export(args: argparse.Namespace, store: HistoryStore, console: Console) 
         data["image_urls"] = " ".join(data["image_urls"])
         data["images"] = " ".join(data["images"])
         data["params"] = dumps(data["params"])
+        data["parents"] = " ".join(f"{p['local_id']}:{p['image']}" for p in data["parents"])
         writer.writerow([_csv_cell(data.get(c)) for c in CSV_COLUMNS])
     return EXIT_OK
 

@@ -1,4 +1,5 @@
-"""Runs one headless command (`generate`, `list`, `show`, `download`, `export`; a module each).
+"""Runs one headless command (`generate`, `omni`, `expand`, `multi`, `list`, `show`, `download`,
+`export`, `import`, `models`; a module each).
 
 They run on the same core as the TUI (Workbench, HistoryStore), so a task a script creates
 shows up in the TUI's history and the other way round. Results go to stdout (one JSON
@@ -19,8 +20,12 @@ from kling_tui.api.errors import KlingError
 from kling_tui.base.locations import history_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.batch import cmd_batch
+from kling_tui.cli.expand import cmd_expand
 from kling_tui.cli.export import cmd_export, cmd_list
 from kling_tui.cli.generate import cmd_generate
+from kling_tui.cli.models import cmd_models
+from kling_tui.cli.multi import cmd_multi
+from kling_tui.cli.omni import cmd_omni
 from kling_tui.cli.output import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -39,6 +44,12 @@ from kling_tui.history.store import HistoryStore
 async def _dispatch(args: argparse.Namespace, settings: Settings, store: HistoryStore, console: Console) -> int:
     if args.command == "generate":
         return await cmd_generate(args, settings, store, console)
+    if args.command == "omni":
+        return await cmd_omni(args, settings, store, console)
+    if args.command == "expand":
+        return await cmd_expand(args, settings, store, console)
+    if args.command == "multi":
+        return await cmd_multi(args, settings, store, console)
     if args.command == "show":
         return await cmd_show(args, settings, store, console)
     if args.command == "download":
@@ -49,6 +60,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, store: History
         return cmd_export(args, store, console)
     if args.command == "batch":
         return await cmd_batch(args, settings, store, console)
+    if args.command == "models":
+        return cmd_models(args, settings, console)
+    if args.command == "import":
+        from kling_tui.cli.import_image import cmd_import
+
+        return cmd_import(args, console)
     raise ValueError(f"not a headless command: {args.command}")
 
 

@@ -75,7 +75,10 @@ def _add_headless_commands(sub) -> None:
     )
     gen.add_argument("prompt", metavar="PROMPT", help="what to draw (at most 2500 characters)")
     gen.add_argument(
-        "--model", metavar="M", help="model_name, e.g. kling-v1, kling-v1-5, kling-v2-1 (default: the config's)"
+        "--model",
+        metavar="M",
+        help="model_name, e.g. kling-v1, kling-v3, kling-v2-1 (default: the first of default_models not retired; "
+        "see `kling-tui models`)",
     )
     gen.add_argument("--negative", metavar="TEXT", help="negative_prompt: what to avoid")
     gen.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
@@ -91,7 +94,10 @@ def _add_headless_commands(sub) -> None:
         "--wait", action="store_true", help="wait until the task ends, save its images and print their paths"
     )
     gen.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
+    gen.add_argument("--yes", action="store_true", help="send even if it would pass the config's [budget]")
     _common(gen, json_help="print the task as one JSON object")
+
+    _add_image_commands(sub)
 
     lst = sub.add_parser("list", help="list tasks from the local history, newest first")
     lst.add_argument("--limit", type=int, default=20, metavar="N", help="at most N tasks (default: %(default)s)")
@@ -112,8 +118,12 @@ def _add_headless_commands(sub) -> None:
     download.add_argument("--out", metavar="DIR", help="also copy the images into DIR")
     _common(download, json_help="print the task as one JSON object")
 
-    export = sub.add_parser("export", help="write the whole history to stdout")
-    export.add_argument("--format", choices=("jsonl", "csv"), required=True)
+    export = sub.add_parser(
+        "export",
+        help="write the whole history to stdout (jsonl, csv) or as a contact sheet to a folder (html)",
+    )
+    export.add_argument("--format", choices=("jsonl", "csv", "html"), required=True)
+    export.add_argument("--out", metavar="DIR", help="with --format html: the folder to write (index.html + images)")
     _common(export)
 
     batch = sub.add_parser(
@@ -137,8 +147,112 @@ def _add_headless_commands(sub) -> None:
     batch.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
     _common(batch, json_help="print one JSON object per row")
 
+    models = sub.add_parser(
+        "models",
+        help="list the models: what each can do, its price per image by use and resolution, its retirement",
+    )
+    _common(models, json_help="print the table as one JSON object")
 
-HEADLESS_COMMANDS = ("generate", "list", "show", "download", "export", "batch")
+    imp = sub.add_parser(
+        "import",
+        help="read back how an image was made (the parameters kling-tui keeps inside every image it saves)",
+    )
+    imp.add_argument("image", metavar="IMAGE", help="a .png, .jpg or .webp file")
+    _common(imp, json_help="print the parameters as one JSON object")
+
+
+def _ratio_arg(text: str) -> float:
+    value = _float_arg(text)
+    if value != value or value in (float("inf"), float("-inf")):  # NaN or infinite
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 2 (got {text!r})")
+    return value
+
+
+IMAGE_INPUT = "PATH|URL|TASK[:INDEX]"
+INPUT_HELP = "a .jpg/.png file, an http(s) URL, or image INDEX (default 1) of a task in the history"
+
+
+def _task_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--external-task-id", metavar="ID", help="your own unique id for the task (default: a new UUID)"
+    )
+    parser.add_argument("--callback-url", metavar="URL", help="the service POSTs each status change here")
+    parser.add_argument(
+        "--wait", action="store_true", help="wait until the task ends, save its images and print their paths"
+    )
+    parser.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
+    _common(parser, json_help="print the task as one JSON object")
+
+
+EXIT_CODES = "Exit codes: 0 done, 2 invalid input (nothing sent), 3 API or network error, 4 the task failed."
+
+
+def _add_image_commands(sub) -> None:
+    omni = sub.add_parser(
+        "omni",
+        help="create an Omni image task: text to image, edits, fusions and series",
+        description="Create an Omni image task (/v1/images/omni-image). Refer to the inputs in the prompt as "
+        "<<<image_1>>>, <<<image_2>>> ... in --image order and <<<element_1>>> ... in --element order. "
+        "An input taken from a task in the history is recorded as the new task's parent. " + EXIT_CODES,
+    )
+    omni.add_argument("prompt", metavar="PROMPT", help="what to make (at most 2500 characters)")
+    omni.add_argument("--image", action="append", metavar=IMAGE_INPUT, help=f"an input image, repeatable: {INPUT_HELP}")
+    omni.add_argument("--element", action="append", metavar="ID", help="a Kling element id, repeatable")
+    omni.add_argument("--model", metavar="M", help="kling-image-o1 (default) or kling-v3-omni")
+    omni.add_argument("--resolution", metavar="R", help="1k, 2k, or 4k where the model has it")
+    omni.add_argument("--aspect-ratio", metavar="R", help="e.g. 16:9, 1:1, or auto (the default: from the inputs)")
+    count = omni.add_mutually_exclusive_group()
+    count.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
+    count.add_argument("--series", type=int, metavar="K", help="a series of K coherent images, 2-9 (kling-v3-omni)")
+    _task_options(omni)
+
+    expand = sub.add_parser(
+        "expand",
+        help="expand (outpaint) an image on any of its four sides",
+        description="Expand an image (/v1/images/editing/expand). Each side grows by a multiple of the "
+        "original's width (--left, --right) or height (--up, --down), 0 to 2; the new image may be at most "
+        "3 times the original's area. An image taken from a task in the history is recorded as the new "
+        "task's parent. " + EXIT_CODES,
+    )
+    expand.add_argument("image", metavar=IMAGE_INPUT, help=INPUT_HELP)
+    for side, what in (("left", "width"), ("right", "width"), ("up", "height"), ("down", "height")):
+        expand.add_argument(
+            f"--{side}", type=_ratio_arg, default=0.0, metavar="R", help=f"extend by R x the {what}, 0-2 (default 0)"
+        )
+    expand.add_argument("--prompt", metavar="P", help="what the new area shows (optional)")
+    expand.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
+    _task_options(expand)
+
+    multi = sub.add_parser(
+        "multi",
+        help="create a multi-image to image task from subject, scene and style images",
+        description="Create a multi-image to image task (/v1/images/multi-image2image). " + EXIT_CODES,
+    )
+    multi.add_argument("prompt", metavar="PROMPT", help="what to make (at most 2500 characters)")
+    multi.add_argument(
+        "--subject", action="append", metavar=IMAGE_INPUT, help=f"a subject image, 1-4, repeatable: {INPUT_HELP}"
+    )
+    multi.add_argument("--scene", metavar=IMAGE_INPUT, help="a scene image")
+    multi.add_argument("--style", metavar=IMAGE_INPUT, help="a style image")
+    multi.add_argument("--model", metavar="M", help="a model with multi-image to image, e.g. kling-v2-1")
+    multi.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
+    multi.add_argument("--aspect-ratio", metavar="R", help="e.g. 16:9, 1:1, 9:16")
+    _task_options(multi)
+
+
+HEADLESS_COMMANDS = (
+    "generate",
+    "omni",
+    "expand",
+    "multi",
+    "list",
+    "show",
+    "download",
+    "export",
+    "import",
+    "models",
+    "batch",
+)
 
 
 def _locate() -> int:

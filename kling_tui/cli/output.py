@@ -92,6 +92,7 @@ def record_json(store: HistoryStore, record: TaskRecord) -> dict[str, Any]:
         "starred": record.starred,
         "note": record.note,
         "group": record.group,
+        "parents": [dict(parent) for parent in record.parents],  # lineage: {"local_id", "image"}
     }
 
 
@@ -155,18 +156,20 @@ def _record_lines(store: HistoryStore, record: TaskRecord) -> Iterator[str]:
 # -- connecting ---------------------------------------------------------------------------
 
 
-def emit_record(console: Console, store: HistoryStore, record: TaskRecord) -> None:
+def emit_record(console: Console, store: HistoryStore, record: TaskRecord, extra: dict[str, Any] | None = None) -> None:
     if console.as_json:
-        console.json(record_json(store, record))
+        console.json({**record_json(store, record), **(extra or {})})
     else:
         for line in _record_lines(store, record):
             console.out(line)
 
 
-def emit_images(console: Console, store: HistoryStore, record: TaskRecord, copies: list[Path]) -> None:
+def emit_images(
+    console: Console, store: HistoryStore, record: TaskRecord, copies: list[Path], extra: dict[str, Any] | None = None
+) -> None:
     """The saved images: the --out copies when there are, else the files in the history."""
     if console.as_json:
-        data = record_json(store, record)
+        data = {**record_json(store, record), **(extra or {})}
         data["copies"] = [str(p) for p in copies]
         console.json(data)
         return

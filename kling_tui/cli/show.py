@@ -8,7 +8,7 @@ from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import EXIT_OK, Console, emit_images, emit_record
 from kling_tui.cli.session import check_finished, find_record, open_session, out_dir, refresh, save_and_copy
 from kling_tui.config import Settings
-from kling_tui.history.store import HistoryStore
+from kling_tui.history.store import HistoryStore, TaskRecord
 
 
 async def cmd_show(args: argparse.Namespace, settings: Settings, store: HistoryStore, console: Console) -> int:
@@ -23,7 +23,20 @@ async def cmd_show(args: argparse.Namespace, settings: Settings, store: HistoryS
                 for error in errors[:1]:
                     console.warn(f"could not save the images: {plain(error)}")
     emit_record(console, store, record)
+    if not console.as_json:
+        for line in lineage_lines(record):
+            console.out(line)
     return EXIT_OK
+
+
+def lineage_lines(record: TaskRecord) -> list[str]:
+    """Where the task's input images came from: "made from: <local id> image 2"."""
+    return [
+        f"{'re-run of:':<13}{plain(p['local_id'])}"
+        if p["image"] == 0  # image 0: the task itself, re-run on another model
+        else f"{'made from:':<13}{plain(p['local_id'])} image {p['image']}"
+        for p in record.parents
+    ]
 
 
 async def cmd_download(args: argparse.Namespace, settings: Settings, store: HistoryStore, console: Console) -> int:

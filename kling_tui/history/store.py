@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 import tomli_w
 
+from kling_tui.api.types import KINDS as REQUEST_KINDS
+from kling_tui.api.validation import images_made
 from kling_tui.base import locations
 from kling_tui.base.atomic import move_aside, write_atomic
 from kling_tui.history.index import (
@@ -52,7 +54,7 @@ INDEX_FILE = "index.sqlite3"
 # ASCII digits only and \Z, not $ (which also matches before a trailing newline).
 LOCAL_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}\Z")
 STATUSES = ("pending", "queued", "submitted", "processing", "succeed", "failed", "not_created", "error")
-KINDS = ("generation", "multi")
+KINDS = REQUEST_KINDS
 
 # Never written to history, whatever a caller passes in params.
 _CREDENTIAL_KEYS = frozenset(
@@ -86,6 +88,19 @@ class TaskRecord:
     note: str = ""
     group: str | None = None
     queue_position: float | None = None  # order among queued tasks (lower goes first)
+    # Lineage: the tasks whose images this one was made from, as {"local_id": ..., "image": 1-based};
+    # image 0 stands for the task itself (a re-run on another model).
+    parents: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def slots(self) -> int:
+        """The concurrency slots the task holds while it runs: one per image it makes."""
+        return self.n
+
+    @property
+    def parent_id(self) -> str | None:
+        """The first parent's local id: the task this one was made from."""
+        return self.parents[0]["local_id"] if self.parents else None
 
     @property
     def prompt(self) -> str:
@@ -99,8 +114,8 @@ class TaskRecord:
 
     @property
     def n(self) -> int:
-        value = self.params.get("n")
-        return value if isinstance(value, int) and not isinstance(value, bool) else 1
+        """The images the task makes: `n`, or `series_amount` for an Omni series."""
+        return images_made(self.kind, self.params)
 
     @property
     def aspect_ratio(self) -> str | None:
@@ -182,6 +197,8 @@ def record_to_toml(record: TaskRecord) -> str:
     doc["image_urls"] = list(record.image_urls)
     doc["image_paths"] = list(record.image_paths)
     doc["params"] = _clean_params(record.params)
+    if record.parents:
+        doc["parents"] = [{"local_id": p["local_id"], "image": p["image"]} for p in record.parents]
     return tomli_w.dumps({k: v for k, v in doc.items() if v is not None})
 
 
@@ -221,6 +238,21 @@ def _number(data: Mapping[str, Any], key: str) -> float | None:
     return None if value is None or isinstance(value, bool) else float(value)
 
 
+def _parents(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    value = _expect(data, "parents", list, [])
+    parents = []
+    for item in value:
+        if not (
+            isinstance(item, Mapping)
+            and isinstance(item.get("local_id"), str)
+            and isinstance(item.get("image"), int)
+            and not isinstance(item.get("image"), bool)
+        ):
+            raise RecordError('parents must be a list of {local_id = "...", image = N}')
+        parents.append({"local_id": item["local_id"], "image": item["image"]})
+    return parents
+
+
 def record_from_toml(local_id: str, text: str) -> TaskRecord:
     """Parse one task.toml; raises RecordError when it is damaged or from a newer version."""
     try:
@@ -252,6 +284,7 @@ def record_from_toml(local_id: str, text: str) -> TaskRecord:
         note=_expect(data, "note", str, ""),
         group=_expect(data, "group", str),
         queue_position=_number(data, "queue_position"),
+        parents=_parents(data),
     )
 
 
@@ -416,8 +449,17 @@ class HistoryStore:
 
     # -- records -----------------------------------------------------------------------------
 
-    def new_record(self, kind: str, params: Mapping[str, Any], external_task_id: str | None = None) -> TaskRecord:
-        """Record a task before it is sent (status "pending"), so a crash never loses it."""
+    def new_record(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        external_task_id: str | None = None,
+        parents: Sequence[tuple[str, int]] = (),
+    ) -> TaskRecord:
+        """Record a task before it is sent (status "pending"), so a crash never loses it.
+
+        `parents` are (local id, 1-based image index) of the history images it was made from.
+        """
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}")
         with self._lock:
@@ -435,6 +477,7 @@ class HistoryStore:
                 params=_clean_params(params),
                 external_task_id=external_task_id or uuid.uuid4().hex,
                 created_at=now,
+                parents=[{"local_id": parent, "image": image} for parent, image in parents],
             )
             self._save(record, new_folder=True)
             return record

@@ -28,7 +28,7 @@ from kling_tui import __version__
 from kling_tui.api.auth import ApiKeyAuth, Auth, Credentials, MissingCredentials, auth_from
 from kling_tui.api.client import PATHS, KlingClient
 from kling_tui.api.errors import InvalidRequest, KlingError
-from kling_tui.api.types import request_from_params
+from kling_tui.api.types import NOT_PARAMS, request_from_params
 from kling_tui.base.textsafe import plain
 from kling_tui.config import Settings
 from kling_tui.history.index import search_terms
@@ -280,7 +280,7 @@ def build_server(service: Service) -> MCPServer:
             request = request_from_params(kind, params)
         except TypeError as exc:
             raise ToolError(f"not a {kind} request: {plain(exc)}") from None
-        unknown = set(params) - {f.name for f in dataclasses.fields(request) if f.init}
+        unknown = set(params) - {f.name for f in dataclasses.fields(request) if f.init and f.name not in NOT_PARAMS}
         if unknown:
             raise ToolError(f"not fields of a {kind} request: {', '.join(sorted(unknown))}")
         try:

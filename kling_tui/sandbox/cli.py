@@ -8,7 +8,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_API_KEY, DEFAULT_SECRET_KEY, SandboxConfig
+from kling_tui.sandbox.config import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_API_KEY,
+    DEFAULT_SECRET_KEY,
+    RESULT_TYPE_PLACES,
+    SandboxConfig,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a task stays processing (default: %(default)s)",
     )
     parser.add_argument("--webhook-secret", default=None, help="sign callbacks with this whsec_... secret")
+    parser.add_argument(
+        "--retire-by-date",
+        action="store_true",
+        help="answer 'has been discontinued' (1203) for models whose retirement date (models.toml) has come",
+    )
+    parser.add_argument(
+        "--result-type-at",
+        choices=RESULT_TYPE_PLACES,
+        default=defaults.result_type_at,
+        help="where an omni-image task carries result_type: in task_result, at the task's top level, "
+        "or nowhere (Kling does not document it; default: %(default)s)",
+    )
 
 
 def config_from(args: argparse.Namespace) -> SandboxConfig:
@@ -49,6 +67,8 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
         secret_key=args.secret_key,
         api_key=args.api_key,
         webhook_secret=args.webhook_secret,
+        retire_by_date=args.retire_by_date,
+        result_type_at=args.result_type_at,
     )
 
 
@@ -70,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print("  callbacks are signed with the given webhook secret")
     print(f"  slots: {cfg.slots}, submitted {cfg.submitted_seconds:g} s, processing {cfg.processing_seconds:g} s")
     print("  prompts with #fail fail, prompts with #block are refused (1301)")
+    if cfg.retire_by_date:
+        print("  models past their retirement date answer 'has been discontinued' (1203)")
     print("Use it with:")
     print(f"  export KLING_BASE_URL={sandbox.base_url}")
     print(f"  export KLING_ACCESS_KEY={cfg.access_key} KLING_SECRET_KEY={cfg.secret_key}")

@@ -10,6 +10,7 @@ from kling_tui.api.capabilities import Capabilities
 DEFAULT_ACCESS_KEY = "sandbox-access-key"
 DEFAULT_SECRET_KEY = "sandbox-secret-key-not-a-real-secret"  # >= 32 bytes: PyJWT warns below
 DEFAULT_API_KEY = "sandbox-api-key"
+RESULT_TYPE_PLACES = ("task_result", "task", "none")
 
 
 @dataclass
@@ -26,3 +27,11 @@ class SandboxConfig:
     total_units: float = 1000.0  # size of the one resource pack
     capabilities: Capabilities | None = field(default=None, repr=False)  # None: the packaged table
     image_lifetime_days: float = 30.0  # result URLs answer 404 this long after the task's creation
+    # Answer "The model '<name>' has been discontinued" (1203) for a model whose `retires` date
+    # has come on the sandbox clock. Off by default: whether Kling still serves legacy image
+    # models past their announced dates is open, and the spec's examples use them. A model
+    # marked `discontinued` is refused either way.
+    retire_by_date: bool = False
+    # Where an omni-image task object carries result_type (undocumented by Kling): "task_result"
+    # (beside the images), "task" (a top-level field) or "none" (absent).
+    result_type_at: str = "task_result"

@@ -10,8 +10,23 @@ from typing import Any
 
 from kling_tui.api.errors import CODES
 
-ENDPOINTS = ("create", "get", "list", "multi_create", "multi_get", "multi_list", "costs", "image")
-CREATE_ENDPOINTS = ("create", "multi_create")
+ENDPOINTS = (
+    "create",
+    "get",
+    "list",
+    "multi_create",
+    "multi_get",
+    "multi_list",
+    "omni_create",
+    "omni_get",
+    "omni_list",
+    "expand_create",
+    "expand_get",
+    "expand_list",
+    "costs",
+    "image",
+)
+CREATE_ENDPOINTS = ("create", "multi_create", "omni_create", "expand_create")
 KINDS = ("error", "latency", "drop", "created_5002", "malformed")
 
 

@@ -7,6 +7,7 @@ server's event loop and a test's thread (clock, faults, lookups) use it at the s
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import threading
@@ -15,14 +16,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kling_tui.api.capabilities import Capabilities, default_capabilities
-from kling_tui.api.validation import decode_image_field, image_size, validate_generation, validate_multi_image
+from kling_tui.api.capabilities import KIND_ENDPOINTS, Capabilities, default_capabilities, discontinued_message
+from kling_tui.api.errors import Problem
+from kling_tui.api.prices import price
+from kling_tui.api.validation import (
+    EXPAND_SIDES,
+    decode_image_field,
+    expanded_size,
+    image_size,
+    images_made,
+    validate_expand,
+    validate_generation,
+    validate_multi_image,
+    validate_omni,
+)
 from kling_tui.sandbox.clock import SandboxClock
 from kling_tui.sandbox.config import SandboxConfig
 from kling_tui.sandbox.faults import ENDPOINTS, Faults
-from kling_tui.sandbox.render import ImageCache, output_size
+from kling_tui.sandbox.render import PLAIN, ImageCache, Look, output_size, size_for_ratio
 
-Kind = Literal["generation", "multi"]
+Kind = Literal["generation", "multi", "omni", "expand"]
+# The model-served endpoint of each kind (expansion takes no model).
+URL_INPUT_SIZE = (1024, 1024)  # what the sandbox assumes of an input given by URL (never fetched)
 FAIL_MARK = "#fail"
 BLOCK_MARK = "#block"
 FAIL_MESSAGE = "Failure requested by the prompt (#fail)"
@@ -70,6 +85,9 @@ class SandboxTask:
     external_task_id: str | None = None
     callback_url: str | None = None
     watermark: bool | None = None
+    look: Look = PLAIN
+    result_type: str | None = None  # omni-image only
+    result_type_at: str = "task_result"
     will_fail: bool = False
     status: str = "submitted"
     status_msg: str = ""
@@ -107,6 +125,10 @@ class SandboxTask:
             data["final_unit_deduction"] = format_units(self.units if self.status == "succeed" else 0)
         if self.status == "succeed":
             data["task_result"] = {"images": [{"index": i, "url": self.image_url(i)} for i in range(self.n)]}
+            if self.result_type is not None and self.result_type_at == "task_result":
+                data["task_result"]["result_type"] = self.result_type
+        if self.result_type is not None and self.result_type_at == "task":
+            data["result_type"] = self.result_type
         if self.watermark is not None:
             data["watermark_info"] = {"enabled": self.watermark}
         return data
@@ -228,10 +250,19 @@ class SandboxState:
 
     # -- creating -------------------------------------------------------------------------
 
+    def _validate(self, kind: Kind, payload: Any) -> list[Problem]:
+        caps = self.capabilities
+        if kind == "multi":
+            return validate_multi_image(payload, caps)
+        if kind == "omni":
+            return validate_omni(payload, caps)
+        if kind == "expand":
+            return validate_expand(payload)
+        return validate_generation(payload, caps)
+
     def create(self, kind: Kind, payload: Any, base_url: str) -> SandboxTask:
         caps = self.capabilities
-        validate = validate_generation if kind == "generation" else validate_multi_image
-        problems = validate(payload, caps)
+        problems = self._validate(kind, payload)
         if problems:
             self.count("invalid")
             raise ApiError(problems[0].code, "; ".join(str(p) for p in problems))
@@ -240,14 +271,24 @@ class SandboxState:
             self.count("blocked")
             raise ApiError(1301, f"Content security policy triggered (the prompt contains {BLOCK_MARK})")
 
-        multi = caps.multi_image_models()
-        default_model = caps.default_model if kind == "generation" else (multi[0] if multi else caps.default_model)
-        model = caps.get(payload.get("model_name") or default_model)
-        assert model is not None  # validation resolved it
-        n = payload.get("n") or 1
-        resolution = (payload.get("resolution") or "1k") if kind == "generation" else "1k"
-        width, height = self._size(kind, payload, model.restyle, resolution)
-        units = model.units(n, resolution)
+        n = images_made(kind, payload)
+        resolution = (payload.get("resolution") or "1k") if kind in ("generation", "omni") else "1k"
+        look = PLAIN
+        result_type = None
+        if kind == "expand":
+            width, height, look = self._expansion(payload)
+        else:
+            model = caps.get(payload.get("model_name") or caps.default_for(KIND_ENDPOINTS[kind]))
+            assert model is not None  # validation resolved it
+            if self.config.retire_by_date and model.retired_on(self.today()):
+                self.count("invalid")
+                raise ApiError(1203, discontinued_message(model.name))
+            if kind == "omni":
+                width, height, look = self._omni(payload, resolution, n)
+                result_type = payload.get("result_type") or "single"
+            else:
+                width, height = self._size(kind, payload, model.restyle, resolution)
+        units = price(caps, kind, payload).units  # the table the client's estimate reads
         ext = payload.get("external_task_id")
 
         with self._lock:
@@ -279,6 +320,9 @@ class SandboxState:
                 external_task_id=ext,
                 callback_url=payload.get("callback_url"),
                 watermark=watermark.get("enabled") if isinstance(watermark, Mapping) else None,
+                look=look,
+                result_type=result_type,
+                result_type_at=self.config.result_type_at,
                 will_fail=FAIL_MARK in prompt,
                 payload=dict(payload),
             )
@@ -290,6 +334,10 @@ class SandboxState:
             self._counters["tasks_created"] += 1
             self._queue_callback(task)
             return task
+
+    def today(self) -> dt.date:
+        """The sandbox clock's date (UTC), for retirement dates."""
+        return dt.datetime.fromtimestamp(self.clock.now(), dt.UTC).date()
 
     def _new_id(self) -> str:
         while True:
@@ -308,6 +356,39 @@ class SandboxState:
                 return info[1], info[2]
             return output_size(payload.get("aspect_ratio"), "1k")
         return output_size(payload.get("aspect_ratio"), resolution)
+
+    @staticmethod
+    def _input(value: Any) -> tuple[bytes | None, tuple[int, int] | None]:
+        """An input image's bytes and size; (None, None) for a URL, whose content is never fetched."""
+        if not isinstance(value, str) or value.startswith(("http://", "https://")):
+            return None, None
+        raw = decode_image_field(value)
+        info = image_size(raw) if raw else None
+        return (raw, (info[1], info[2])) if info else (None, None)
+
+    def _omni(self, payload: Mapping[str, Any], resolution: str, n: int) -> tuple[int, int, Look]:
+        images = payload.get("image_list") or []
+        first = images[0].get("image") if images else None
+        raw, size = self._input(first)
+        ratio = payload.get("aspect_ratio")
+        if ratio in (None, "auto"):
+            # The model picks the ratio from the inputs: here, the first input's (1:1 without one).
+            width, height = size_for_ratio(size[0] / size[1] if size else 1.0, resolution)
+        else:
+            width, height = output_size(ratio, resolution)
+        if payload.get("result_type") == "series":
+            return width, height, Look("series", raw, total=n)
+        if first is None:
+            return width, height, PLAIN
+        return width, height, Look("edit", raw)
+
+    def _expansion(self, payload: Mapping[str, Any]) -> tuple[int, int, Look]:
+        raw, size = self._input(payload.get("image"))
+        w, h = size or URL_INPUT_SIZE
+        ratios = {side: float(payload[f"{side}_expansion_ratio"]) for side in EXPAND_SIDES}
+        width, height = expanded_size(w, h, ratios)
+        box = (round(w * ratios["left"]), round(h * ratios["up"]), w, h)
+        return width, height, Look("expand", raw, box=box)
 
     # -- account --------------------------------------------------------------------------
 
@@ -345,8 +426,8 @@ class SandboxState:
 
     # -- result files ---------------------------------------------------------------------
 
-    def image_spec(self, task_id: str, index: int) -> tuple[str, int, int, int] | None:
-        """(prompt, index, width, height) of a result image still online, else None."""
+    def image_spec(self, task_id: str, index: int) -> tuple[str, int, int, int, Look] | None:
+        """(prompt, index, width, height, look) of a result image still online, else None."""
         with self._lock:
             self.tick()
             task = self._tasks.get(task_id)
@@ -354,4 +435,4 @@ class SandboxState:
                 return None
             if self.clock.now() >= task.created + self.config.image_lifetime_days * DAY:
                 return None
-            return task.prompt, index, task.width, task.height
+            return task.prompt, index, task.width, task.height, task.look

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import time
 from collections.abc import Callable, Iterable
@@ -17,21 +18,24 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from kling_tui.api.capabilities import Capabilities
+from kling_tui.api.capabilities import Capabilities, discontinued_model
 from kling_tui.api.errors import InvalidRequest
 from kling_tui.base.locations import history_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.history.draft import load_draft, save_draft
 from kling_tui.history.index import matches_words, record_texts, search_terms
+from kling_tui.history.retired import load_retired, remember_retired
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
-from kling_tui.ui.form import GenerationForm, PromptArea
+from kling_tui.ui.form import SUBJECT_FIELDS, GenerationForm, PromptArea
+from kling_tui.ui.grid import GridScreen
 from kling_tui.ui.messages import BackgroundError, RecordChanged
 from kling_tui.ui.pickers import PromptSearch, QuickPick
 from kling_tui.ui.preview import PreviewPane
 from kling_tui.ui.summary import SummaryScreen
 from kling_tui.ui.tasks import ACTIVE, TaskTable, highlighter
+from kling_tui.ui.viewer import ViewerScreen
 
 if TYPE_CHECKING:
     from kling_tui.api.auth import Auth
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 200
 PANES = ("form-pane", "tasks-pane", "preview-pane")  # the panes f2/f3/f4 focus
+# Below this width three panes cannot each be useful: the form and the tasks take turns (f6).
+NARROW_WIDTH = 100
 # Rows loaded before the first frame (a tall terminal's worth); the rest of the page follows it.
 FIRST_PAINT_ROWS = 60
 STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
@@ -78,6 +84,7 @@ class KlingApp(App[None]):
         Binding("escape", "escape", "Leave the filter", show=False, id="app.escape"),
         Binding("e", "edit", "Edit in form", show=False, id="task.edit"),
         Binding("r", "rerun", "Re-run", show=False, id="task.rerun"),
+        Binding("R", "rerun_successor", "Re-run on the successor model", show=False, id="task.rerun_successor"),
         Binding("m", "duplicate('model')", "Same on model…", show=False, id="task.duplicate_model"),
         Binding("a", "duplicate('ratio')", "Same in ratio…", show=False, id="task.duplicate_ratio"),
         Binding("f", "star", "Star", show=False, id="task.star"),
@@ -88,6 +95,10 @@ class KlingApp(App[None]):
         Binding("K", "move_queued(-1)", "Queue earlier", show=False, id="task.queue_up"),
         Binding("J", "move_queued(1)", "Queue later", show=False, id="task.queue_down"),
         Binding("u", "summary", "Units", show=False, id="app.summary"),
+        Binding("space", "fullscreen", "Full screen", show=False, id="task.fullscreen"),
+        Binding("t", "grid", "Grid of images", show=False, id="task.grid"),
+        Binding("i", "import_image", "Import image…", show=False, id="app.import_image"),
+        Binding("f6", "switch_pane", "Form ⇄ tasks", show=False, priority=True, id="app.switch_pane"),
     ]
     # Single-letter keys act on tasks only while no text field has focus.
     TEXT_SAFE_ACTIONS = frozenset(
@@ -100,6 +111,7 @@ class KlingApp(App[None]):
             "filter",
             "edit",
             "rerun",
+            "rerun_successor",
             "duplicate",
             "star",
             "note",
@@ -108,6 +120,9 @@ class KlingApp(App[None]):
             "cancel_queued",
             "move_queued",
             "summary",
+            "fullscreen",
+            "grid",
+            "import_image",
         }
     )
 
@@ -132,6 +147,9 @@ class KlingApp(App[None]):
         )
         self.start_poller = start_poller
         self.caps: Capabilities = settings.capabilities()
+        # Models the service answered "discontinued" for (user data), with the day it did.
+        self.retired: dict[str, dt.date] = self._load_retired()
+        self._session_ids: list[str] = []  # tasks sent from this run, for the session budget
         self.store = store or HistoryStore(history_dir(sandbox=sandbox is not None))
         self.workbench: Workbench | None = None  # set by connect()
         self._client: KlingClient | None = None
@@ -162,7 +180,7 @@ class KlingApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
         # The prompt, its first focusable widget, has the focus from the start: the pane starts active.
-        yield GenerationForm(self.caps, draft=self._draft, id="form-pane", classes="-active")
+        yield GenerationForm(self.caps, draft=self._draft, retired=self.retired, id="form-pane", classes="-active")
         with Vertical(id="right"):
             with Vertical(id="tasks-pane"):
                 with Horizontal(id="filter-bar"):
@@ -220,7 +238,38 @@ class KlingApp(App[None]):
         else:
             self.push_screen(SetupScreen(), self._setup_done)
         self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
-        self.form.focus_prompt()
+        self._fit_layout(self.size.width)
+        if self.narrow and self.table.row_count:
+            self._show_pane("tasks-pane")
+            self.table.focus()
+        else:
+            self.form.focus_prompt()
+
+    # -- layout for the terminal's width -------------------------------------------------
+    @property
+    def narrow(self) -> bool:
+        return self.screen_stack[0].has_class("-narrow")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_layout(event.size.width)
+
+    def _fit_layout(self, width: int) -> None:
+        main = self.screen_stack[0]
+        narrow = width < NARROW_WIDTH
+        if narrow == self.narrow:
+            return
+        main.set_class(narrow, "-narrow")
+        form_pane, tasks_pane = main.query_one("#form-pane"), main.query_one("#tasks-pane")
+        form_pane.border_subtitle = "f6 tasks" if narrow else ""
+        tasks_pane.border_subtitle = "f6 form" if narrow else ""
+        if narrow:
+            focused = self.focused
+            in_form = focused is not None and any(w.id == "form-pane" for w in focused.ancestors_with_self)
+            self._show_pane("form-pane" if in_form else "tasks-pane")
+
+    def _show_pane(self, pane_id: str) -> None:
+        """In the narrow layout, show the form or the tasks and preview."""
+        self.screen_stack[0].set_class(pane_id == "form-pane", "-show-form")
 
     # -- connection --------------------------------------------------------------------
     @property
@@ -298,6 +347,10 @@ class KlingApp(App[None]):
             self.notify(f"Could not save the config: {exc}", severity="error", markup=False)
         if choice.mode != "sandbox":
             self.connect()
+
+    def _load_retired(self) -> dict[str, dt.date]:
+        sandbox = self.sandbox is not None or bool(getattr(self.settings, "sandbox", False))
+        return {name: entry.since for name, entry in load_retired(sandbox=sandbox).items()}
 
     def _use_store(self, store: HistoryStore) -> None:
         """Switch histories before connecting (the sandbox keeps its own)."""
@@ -385,6 +438,7 @@ class KlingApp(App[None]):
         self._count_spent(record)
         if record.status == "not_created" and (previous is None or previous.status != "not_created"):
             self.notify(plain(record.status_msg), title="Not created", severity="error", markup=False)
+            self._remember_discontinued(record)
         if not self.table.known(record.local_id) and self._matches_filter(record):
             self.table.upsert(record)
             self._total += 1
@@ -394,6 +448,42 @@ class KlingApp(App[None]):
         self.update_header()
         if self.table.selected_key == record.local_id:
             self.show_selected(record)
+
+    def _remember_discontinued(self, record: TaskRecord) -> None:
+        """The service said the model is gone: remember it (user data) and offer its successor."""
+        name = discontinued_model(record.status_msg)
+        if name is None or name in self.retired:
+            return
+        today = dt.date.today()
+        try:
+            remember_retired(name, record.status_msg, sandbox=self.sandbox is not None, today=today)
+        except OSError as exc:
+            self.log.warning(f"could not remember {name} as retired: {exc}")
+        self.retired[name] = today
+        self.form.mark_retired(name, today)
+        successor = self.successor_of(record)
+        if successor:
+            key = self._key_for("task.rerun_successor")
+            self.notify(
+                plain(f"{name} is remembered as retired. {key} re-runs the task on {successor}."),
+                timeout=8,
+                markup=False,
+            )
+
+    def successor_of(self, record: TaskRecord) -> str | None:
+        """The model to re-run `record` on: its model's successor, when that model has retired."""
+        model = self.caps.get(record.model or self.caps.default_model)
+        if model is None or not model.successor or self.caps.get(model.successor) is None:
+            return None
+        retired = model.name in self.retired or model.retired_on(dt.date.today())
+        return model.successor if retired else None
+
+    def _key_for(self, binding_id: str) -> str:
+        for bindings in self._bindings.key_to_bindings.values():
+            for binding in bindings:
+                if binding.id == binding_id:
+                    return self.get_key_display(binding)
+        return binding_id
 
     def _count_spent(self, record: TaskRecord) -> None:
         if self._packs_at is None or not record.finished_at or record.finished_at < self._packs_at:
@@ -429,6 +519,9 @@ class KlingApp(App[None]):
         note = ""
         if record.status in ("failed", "not_created", "error"):
             note = f"{record.status.replace('_', ' ')}: {record.status_msg}"
+            successor = self.successor_of(record)
+            if successor:
+                note += f" · {self._key_for('task.rerun_successor')}: re-run on {successor}"
         self.preview.show_task(record.local_id, paths, list(record.image_urls), record.status, note)
 
     @on(events.DescendantFocus)
@@ -440,6 +533,8 @@ class KlingApp(App[None]):
             return
         for pane_id in PANES:
             self.screen_stack[0].query_one(f"#{pane_id}").set_class(pane_id == owner, "-active")
+        if self.narrow:
+            self._show_pane(owner)
 
     @on(DataTable.RowHighlighted, "#tasks")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -472,23 +567,46 @@ class KlingApp(App[None]):
             )
             return
         requests = self.form.variant_requests()
-        if len(requests) > 1:
-            from kling_tui.work.variants import estimate_units
+        from kling_tui.api.prices import describe
+        from kling_tui.work.variants import estimate_units
 
-            units = estimate_units(requests, self.caps)
+        units = estimate_units(requests, self.caps)
+        questions = (
+            [f"Submit {len(requests)} tasks, an estimated {describe(units, self.caps)}?"] if len(requests) > 1 else []
+        )
+        overruns = self._overruns(units)
+        if overruns:
+            figures = "\n".join(f"Over budget: {o}." for o in overruns)
+            questions = [figures, *questions] if questions else [figures, "Submit anyway?"]
+        if questions:
             self.push_screen(
-                ConfirmDialog(f"Submit {len(requests)} tasks, about {units:g} units?", yes="Submit"),
+                ConfirmDialog("\n".join(questions), yes="Submit"),
                 lambda yes: self._enqueue(requests) if yes else None,
             )
             return
         self._enqueue(requests)
 
-    def _enqueue(self, requests: list[Any]) -> None:
+    def _overruns(self, units: float) -> list[Any]:
+        """The config's budgets this submit would pass (none set: nothing to ask)."""
+        if (
+            getattr(self.settings, "budget_daily", None) is None
+            and getattr(self.settings, "budget_session", None) is None
+        ):
+            return []
+        from kling_tui.work.spending import over_budget, spent_by, spent_today
+
+        today = spent_today(self.store, self.caps)
+        session = spent_by(self.store, self.caps, self._session_ids)
+        return over_budget(self.settings, units, today=today, session=session)
+
+    def _enqueue(self, requests: list[Any], parent: TaskRecord | None = None) -> None:
         from kling_tui.work.variants import new_group
 
         assert self.workbench is not None
         group = new_group() if len(requests) > 1 else None
         for request in requests:
+            if parent is not None:
+                request.parents = [(parent.local_id, 0)]  # image 0: the task itself, re-run
             try:
                 record = self.workbench.enqueue(request, group=group)
             except InvalidRequest as exc:
@@ -497,6 +615,7 @@ class KlingApp(App[None]):
             except OSError as exc:
                 self.notify(f"Could not write history: {exc}", severity="error", markup=False)
                 return
+            self._session_ids.append(record.local_id)
             self._show_new(record)
         self.form.query_one(PromptArea).remember(self.form.query_one(PromptArea).text)
         self.update_header()
@@ -519,13 +638,23 @@ class KlingApp(App[None]):
 
     # -- actions -----------------------------------------------------------------------
     def action_focus_form(self) -> None:
-        self.form.focus_prompt()
+        self._focus_pane("form-pane", self.form.focus_prompt)
 
     def action_focus_tasks(self) -> None:
-        self.table.focus()
+        self._focus_pane("tasks-pane", self.table.focus)
 
     def action_focus_preview(self) -> None:
-        self.preview.focus()
+        self._focus_pane("preview-pane", self.preview.focus)
+
+    def _focus_pane(self, pane_id: str, focus: Callable[[], object]) -> None:
+        if not self.narrow or self.screen_stack[0].has_class("-show-form") == (pane_id == "form-pane"):
+            focus()
+            return
+        # Shown first, focused once laid out: a hidden widget takes no focus, and the screen
+        # drops the focus of the pane being hidden when it lays out.
+        self.set_focus(None)
+        self._show_pane(pane_id)
+        self.call_after_refresh(focus)
 
     def action_filter(self) -> None:
         bar = self.screen_stack[0].query_one("#filter-bar")
@@ -574,7 +703,27 @@ class KlingApp(App[None]):
                 "On the selected task",
                 groups["task"] + [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview it")],
             ),
-            ("Preview", [("left / right (h / l)", "Previous / next image")]),
+            ("Preview", [("left / right (h / l)", "Previous / next image"), ("enter", "Full screen")]),
+            (
+                "Full screen",
+                [
+                    ("left / right (h / l)", "Previous / next image"),
+                    ("up / down (k / j)", "Previous / next task, in the table's order"),
+                    ("z", "Fit / 1:1 / zoom"),
+                    ("shift+arrows (H J K L)", "Pan, at 1:1 and zoomed"),
+                    ("escape / q", "Back to where you were"),
+                ],
+            ),
+            (
+                "Grid",
+                [
+                    ("arrows (h j k l)", "Move between images"),
+                    ("enter / space", "Full screen"),
+                    ("p / y / c", "Copy path / URL / prompt"),
+                    ("o / f / r", "Open / star / re-run"),
+                    ("R", "Use as the form's reference image"),
+                ],
+            ),
             (
                 "Form",
                 [
@@ -588,34 +737,43 @@ class KlingApp(App[None]):
     def _notify_copied(self, what: str) -> None:
         self.notify(f"Copied the {what} (OSC 52).", timeout=3)
 
-    def action_copy_url(self) -> None:
-        url = self.preview.current_url
+    # The table's keys act on the selected task; the grid calls these with its highlighted image.
+    def copy_url(self, url: str | None) -> None:
         if url:
             self.copy_to_clipboard(url)
             self._notify_copied("image URL")
 
-    def action_copy_path(self) -> None:
-        path = self.preview.current_path
+    def copy_path(self, path: Path | None) -> None:
         if path:
             self.copy_to_clipboard(str(path))
             self._notify_copied("image path")
 
-    def action_copy_prompt(self) -> None:
-        record = self.selected_record()
+    def copy_prompt(self, record: TaskRecord | None) -> None:
         if record and record.prompt:
             self.copy_to_clipboard(record.prompt)
             self._notify_copied("prompt")
 
-    def action_open_image(self) -> None:
+    def open_path(self, path: Path | None) -> None:
         from kling_tui.base.opener import open_in_viewer
 
-        path = self.preview.current_path
         if path is None:
             self.notify("No saved image to open.", severity="warning")
             return
         error = open_in_viewer(path)
         if error:
             self.notify(error, severity="warning", markup=False)
+
+    def action_copy_url(self) -> None:
+        self.copy_url(self.preview.current_url)
+
+    def action_copy_path(self) -> None:
+        self.copy_path(self.preview.current_path)
+
+    def action_copy_prompt(self) -> None:
+        self.copy_prompt(self.selected_record())
+
+    def action_open_image(self) -> None:
+        self.open_path(self.preview.current_path)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.TEXT_SAFE_ACTIONS:
@@ -641,7 +799,7 @@ class KlingApp(App[None]):
             self.form.focus_prompt()
             self.notify("Loaded into the form.", timeout=2)
 
-    def _resubmit(self, record: TaskRecord, **changes: Any) -> None:
+    def _resubmit(self, record: TaskRecord, *, as_child: bool = False, **changes: Any) -> None:
         from kling_tui.api.types import request_from_params
 
         if not self.ensure_connected():
@@ -650,12 +808,32 @@ class KlingApp(App[None]):
         params = {**record.params, **changes}
         params.pop("external_task_id", None)  # a fresh id: this is a new task
         request = request_from_params(record.kind, params)
-        self._enqueue([request])
+        notice = self.caps.retirement_notice(getattr(request, "model_name", None), dt.date.today(), self.retired)
+        if notice:  # the form warns as you edit; a re-run from the table warns as it goes
+            self.notify(plain(notice), title="Model retiring", severity="warning", markup=False)
+        self._enqueue([request], parent=record if as_child else None)
 
     def action_rerun(self) -> None:
         record = self._selected_or_warn()
         if record:
             self._resubmit(record)
+
+    def action_rerun_successor(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        successor = self.successor_of(record)
+        if successor is None:
+            model = record.model or self.caps.default_model
+            self.notify(f"{model} has not retired, or no successor is named for it.", severity="warning", markup=False)
+            return
+        self._resubmit(record, as_child=True, model_name=successor)
+
+    def rerun_record(self, record: TaskRecord) -> None:
+        before = self.table.row_count
+        self._resubmit(record)
+        if self.table.row_count > before:
+            self.notify("Sent again.", timeout=2)
 
     def action_duplicate(self, what: str) -> None:
         record = self._selected_or_warn()
@@ -679,7 +857,11 @@ class KlingApp(App[None]):
 
     def action_star(self) -> None:
         record = self._selected_or_warn()
-        if record and self.workbench:
+        if record:
+            self.star_record(record)
+
+    def star_record(self, record: TaskRecord) -> None:
+        if self.workbench:
             self.workbench.annotate(record.local_id, starred=not record.starred)
 
     def action_note(self) -> None:
@@ -703,6 +885,8 @@ class KlingApp(App[None]):
         record = self._selected_or_warn()
         if record is None:
             return
+        if self._compare_mark is None and record.parent_id and self.store.get(record.parent_id) is not None:
+            self._compare_mark = record.parent_id  # a re-run is compared with its original
         if self._compare_mark is None or self._compare_mark == record.local_id:
             self._compare_mark = record.local_id
             self.notify("Marked as A. Press v on another task to compare.", timeout=3)
@@ -766,6 +950,93 @@ class KlingApp(App[None]):
 
         self.push_screen(PromptSearch(prompts), chosen)
 
+    # -- seeing images ------------------------------------------------------------------
+    def table_order(self) -> list[str]:
+        """Local ids in the table's order (filters and sorting as shown)."""
+        return [row.key.value for row in self.table.ordered_rows if row.key.value is not None]
+
+    def action_fullscreen(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        index = self.preview.index if self.preview.owner == record.local_id else 0
+        self.push_screen(
+            ViewerScreen(self.store, self.table_order(), self.table.cursor_row, index, self.image_protocol)
+        )
+
+    def action_grid(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        records = [record]
+        title = f"{len(record.image_paths)} images · {record.model or ''} · {' '.join(record.prompt.split())}"
+        if record.group:
+            members = (self.store.get(key) for key in self.table_order())
+            records = [r for r in members if r is not None and r.group == record.group]
+            title = f"Variant group ⧉{record.group[:4]} · {len(records)} tasks · the labels say what differs"
+        if not any(r.image_paths for r in records):
+            self.notify("No saved images to show yet.", severity="warning")
+            return
+        self.push_screen(GridScreen(self.store, records, self.image_protocol, title))
+
+    def use_as_reference(self, path: Path) -> None:
+        """Put an image into the form's reference field (or the first free subject, in multi mode)."""
+        form = self.form
+        if form.mode == "generation":
+            field: str | None = "image"
+        else:
+            field = next((f for f in SUBJECT_FIELDS if not form.query_one(f"#{f}", Input).value.strip()), None)
+        if field is None:
+            self.notify("Every subject image is set; clear one first.", severity="warning")
+            return
+        form.query_one(f"#{field}", Input).value = str(path)
+        form.validate_now()
+        what = "reference" if field == "image" else "subject"
+        self.notify(f"{path.name} is now the {what} image.", markup=False)
+
+    def action_import_image(self) -> None:
+        from kling_tui.ui.form import PathSuggester
+
+        def chosen(value: str | None) -> None:
+            if value and value.strip():
+                self._import_image(Path(value.strip()).expanduser())
+
+        self.push_screen(
+            TextDialog(
+                "Import an image: its parameters fill the form",
+                placeholder="path to a .png, .jpg or .webp",
+                suggester=PathSuggester(),
+                hint="enter to import · escape to cancel",
+            ),
+            chosen,
+        )
+
+    @work(group="import", exclusive=True)
+    async def _import_image(self, path: Path) -> None:
+        import asyncio
+
+        from kling_tui.history.metadata import MetadataError, read_parameters, resolve_references
+
+        try:
+            found = await asyncio.to_thread(read_parameters, path)
+        except MetadataError as exc:
+            self.notify(plain(exc), title="Not imported", severity="error", markup=False)
+            return
+        if found is None:
+            self.notify(f"{path.name} was not made by kling-tui.", markup=False)
+            self.use_as_reference(path)
+            return
+        self.form.load_params(found.kind, resolve_references(found.params, path.parent))
+        self.action_focus_form()
+        self.notify(f"Loaded the parameters of {path.name} ({found.kind}).", markup=False)
+
+    def action_switch_pane(self) -> None:
+        in_form = self.focused is not None and any(w.id == "form-pane" for w in self.focused.ancestors_with_self)
+        if in_form:
+            self.action_focus_tasks()
+        else:
+            self.action_focus_form()
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Submit", "Send the form's request", self.action_submit)
@@ -785,6 +1056,13 @@ class KlingApp(App[None]):
             yield SystemCommand("Edit task in form", "Load its parameters into the form", self.action_edit)
             verb = "Retry task" if record.status in ("failed", "not_created", "error") else "Re-run task"
             yield SystemCommand(verb, "Send it again as it was", self.action_rerun)
+            successor = self.successor_of(record)
+            if successor:
+                yield SystemCommand(
+                    f"Re-run on {successor}",
+                    "Its model has retired: send it on the successor",
+                    self.action_rerun_successor,
+                )
             yield SystemCommand("Same task on another model", "Pick the model", partial(self.action_duplicate, "model"))
             yield SystemCommand(
                 "Same task in another ratio", "Pick the aspect ratio", partial(self.action_duplicate, "ratio")
@@ -792,10 +1070,14 @@ class KlingApp(App[None]):
             yield SystemCommand("Unstar task" if record.starred else "Star task", "Toggle the star", self.action_star)
             yield SystemCommand("Note on task", "Add or edit a note", self.action_note)
             yield SystemCommand("Compare with…", "Mark this task, then another", self.action_compare)
+            if record.image_paths:
+                yield SystemCommand("Full screen", "The selected image on the whole terminal", self.action_fullscreen)
+                yield SystemCommand("Grid of images", "The task's (or its variant group's) images", self.action_grid)
             if record.status == "queued":
                 yield SystemCommand("Cancel queued task", "It was not sent yet", self.action_cancel_queued)
         yield SystemCommand("Starred only", "Toggle the star filter", self.action_starred_only)
         yield SystemCommand("Units summary", "Per day and per model", self.action_summary)
+        yield SystemCommand("Import image", "Fill the form from an image's parameters", self.action_import_image)
         yield SystemCommand("Keys", "Every key of the app", self.action_help)
 
     def watch_theme(self, theme: str) -> None:

@@ -48,10 +48,20 @@ def params_table(left: TaskRecord, right: TaskRecord) -> Table:
             Text(plain(left.params.get(name, "—")), style=style),
             Text(plain(right.params.get(name, "—")), style=style),
         )
-    for label, a, b in (("status", left.status, right.status), ("units", left.units, right.units)):
+    rows = [("status", left.status, right.status), ("units", left.units, right.units)]
+    if left.parent_id or right.parent_id:
+        rows.append(("made from", _parent(left, right, "B"), _parent(right, left, "A")))
+    for label, a, b in rows:
         style = "bold yellow" if a != b else ""
         table.add_row(Text(label, style=style), Text(plain(a or "—"), style=style), Text(plain(b or "—"), style=style))
     return table
+
+
+def _parent(record: TaskRecord, other: TaskRecord, other_side: str) -> str | None:
+    """Where `record` came from: the other side, or a task by its local id."""
+    if record.parent_id is None:
+        return None
+    return f"{other_side} (its original)" if record.parent_id == other.local_id else record.parent_id
 
 
 class CompareScreen(ModalScreen[None]):

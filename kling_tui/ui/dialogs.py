@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 
@@ -47,15 +48,24 @@ class TextDialog(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="text.cancel")]
 
-    def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
+    def __init__(
+        self,
+        title: str,
+        value: str = "",
+        placeholder: str = "",
+        *,
+        suggester: Suggester | None = None,
+        hint: str = "enter to save · escape to cancel",
+    ) -> None:
         super().__init__()
         self.title_text, self.value, self.placeholder = title, value, placeholder
+        self.suggester, self.hint = suggester, hint
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static(Text(self.title_text), classes="title")
-            yield Input(self.value, placeholder=self.placeholder, id="text", compact=True)
-            yield Static("enter to save · escape to cancel", classes="hint")
+            yield Input(self.value, placeholder=self.placeholder, id="text", compact=True, suggester=self.suggester)
+            yield Static(self.hint, classes="hint")
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.text import Text
@@ -134,14 +136,27 @@ class GenerationForm(VerticalScroll, can_focus=False):
             super().__init__()
             self.values = values
 
-    def __init__(self, caps: Capabilities, draft: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        caps: Capabilities,
+        draft: dict[str, Any] | None = None,
+        *,
+        retired: Mapping[str, dt.date] | None = None,
+        today: Callable[[], dt.date] = dt.date.today,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.caps = caps
         self._draft = draft or {}
         self._validate_timer: Timer | None = None
         self.problems: list[Problem] = []
         self._ready = False
-        default = caps.models[caps.default_model]
+        self._shown_for: tuple[str, ...] = ()
+        # Models the service said are discontinued (with the day it did), and the date they are judged by.
+        self.retired: dict[str, dt.date] = dict(retired or {})
+        self.today = today
+        self.default_name = caps.preferred_model(today(), frozenset(self.retired))
+        default = caps.models[self.default_name]
         # The options each Select shows now (see _set_options); composed with the default model's.
         self._options: dict[str, tuple[str, ...]] = {
             "aspect": tuple(default.aspect_ratios),
@@ -163,7 +178,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
             with Vertical(classes="half"):
                 yield Label("Model", classes="field-label")
                 yield Select(
-                    [(m, m) for m in caps.names], value=caps.default_model, allow_blank=False, id="model", compact=True
+                    [(m, m) for m in caps.models_for("generations")],
+                    value=self.default_name,
+                    allow_blank=False,
+                    id="model",
+                    compact=True,
                 )
             with Vertical(classes="half"):
                 yield Label("Mode", classes="field-label")
@@ -175,6 +194,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
                     compact=True,
                 )
         yield Static("", id="model-hint", classes="hint")
+        yield Static("", id="model-warning", classes="hint warning")
         with Horizontal(classes="row"):
             with Vertical(classes="third"):
                 yield Label("Ratio", classes="field-label")
@@ -206,7 +226,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         yield Static("", id="image-hint", classes="hint")
         # Composed as the default model shows them (no image, single-image mode), so that
         # refresh_capabilities() changes no classes at start: each change restyles a subtree.
-        default = self.caps.models[self.caps.default_model]
+        default = self.caps.models[self.default_name]
         with Horizontal(classes="row hidden", id="fidelity-row"):
             with Vertical(classes="third" if default.reference_types else "third hidden", id="reference-box"):
                 yield Label("Reference", classes="field-label")
@@ -259,7 +279,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
         with Horizontal(classes="row"):
             with Vertical(classes="half"):
                 yield Label("Also on models", classes="field-label")
-                yield SelectionList[str](*[(m, m) for m in caps.names], id="more-models", compact=True)
+                yield SelectionList[str](
+                    *[(m, m) for m in caps.models_for("generations")], id="more-models", compact=True
+                )
             with Vertical(classes="half"):
                 yield Label("Also in ratios", classes="field-label")
                 yield SelectionList[str](id="more-ratios", compact=True)
@@ -269,7 +291,10 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     def on_mount(self) -> None:
         self.border_title = "New task"
-        self.restore(self._draft)
+        draft = dict(self._draft)
+        if draft.get("model") in self.retired:
+            draft.pop("model")  # the service said it is gone: start on the preferred model instead
+        self.restore(draft)
         self._ready = True
         self.refresh_capabilities()
         self.validate_now()
@@ -282,7 +307,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
     @property
     def model(self) -> ModelCaps:
         name = str(self.query_one("#model", Select).value)
-        return self.caps.get(name) or self.caps.models[self.caps.default_model]
+        return self.caps.get(name) or self.caps.models[self.default_name]
 
     def _text(self, widget_id: str) -> str:
         return self.query_one(f"#{widget_id}", Input).value.strip()
@@ -437,7 +462,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         names = (
             self.caps.multi_image_models()
             if multi
-            else [m for m in self.caps.names if not self.caps.models[m].discontinued]
+            else [m for m in self.caps.models_for("generations") if not self.caps.models[m].discontinued]
         )
         model_select = self.query_one("#model", Select)
         current = str(model_select.value)
@@ -490,12 +515,24 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._set_options("aspect", model.aspect_ratios, pending.get("aspect"))
         more_ratios = self.query_one("#more-ratios", SelectionList)
         if more_ratios.option_count == 0:
-            every = list(dict.fromkeys(r for m in self.caps.models.values() for r in m.aspect_ratios))
+            generation = [self.caps.models[m] for m in self.caps.models_for("generations")]
+            every = list(dict.fromkeys(r for m in generation for r in m.aspect_ratios))
             more_ratios.add_options([(r, r) for r in every])
         resolutions = model.image_resolutions if image else model.resolutions
         restyle_input = bool(image) and model.restyle
         self._show("#resolution-box", not multi and not restyle_input)
         self._set_options("resolution", resolutions, pending.get("resolution"))
+        self._shown_for = self._capability_inputs()
+
+    def _capability_inputs(self) -> tuple[str, ...]:
+        """What `refresh_capabilities` depends on: a change event that leaves these as they were
+        (the Selects announcing their composed values on start, say) needs no second pass."""
+        return (
+            self.mode,
+            str(self.query_one("#model", Select).value),
+            str(self.query_one("#reference", Select).value),
+            self._text("image"),
+        )
 
     # -- validation --------------------------------------------------------------------
     def validate_now(self) -> list[Problem]:
@@ -537,18 +574,36 @@ class GenerationForm(VerticalScroll, can_focus=False):
         count.update(f"{len(prompt)}/{PROMPT_MAX}")
         count.set_class(len(prompt) > PROMPT_MAX, "over")
 
+        self._hint("model-warning", "\n".join(f"⚠ {plain(n)}" for n in self.retirement_notices(variants)))
+
+        from kling_tui.api.prices import describe
         from kling_tui.work.variants import estimate_units
 
         model = self.model
         n = request.n if isinstance(request.n, int) and request.n > 0 else 1
+        units = estimate_units(variants, self.caps)
         if len(variants) > 1:
             images = sum(v.n if isinstance(v.n, int) and v.n > 0 else 1 for v in variants)
-            units = estimate_units(variants, self.caps)
-            line = f"{len(variants)} tasks · {images} images ≈ {units:g} units"
+            line = f"{len(variants)} tasks · {images} images · estimate ≈ {describe(units, self.caps)}"
         else:
-            units = model.units(n, getattr(request, "resolution", None))
-            line = f"{n} image{'s' if n != 1 else ''} on {model.name} ≈ {units:g} units · holds {n} slot{'s' if n != 1 else ''}"
+            line = (
+                f"{n} image{'s' if n != 1 else ''} on {model.name} · estimate ≈ {describe(units, self.caps)}"
+                f" · holds {n} slot{'s' if n != 1 else ''}"
+            )
         self.query_one("#estimate", Static).update(Text(line))
+
+    def retirement_notices(self, variants: list[GenerationRequest | MultiImageRequest]) -> list[str]:
+        """A warning per model about to be sent to that has retired or retires within 30 days."""
+        today = self.today()
+        names = dict.fromkeys(v.model_name for v in variants if v.model_name)
+        notices = (self.caps.retirement_notice(name, today, self.retired) for name in names)
+        return [n for n in notices if n]
+
+    def mark_retired(self, name: str, since: dt.date) -> None:
+        """The service said `name` is discontinued: warn about it from now on."""
+        self.retired.setdefault(name, since)
+        self.default_name = self.caps.preferred_model(self.today(), frozenset(self.retired))
+        self.validate_now()
 
     def schedule_validation(self) -> None:
         if not self._ready:
@@ -563,13 +618,17 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
-        if self._ready and event.select.id in ("mode", "model", "reference"):
+        if (
+            self._ready
+            and event.select.id in ("mode", "model", "reference")
+            and self._capability_inputs() != self._shown_for
+        ):
             self.refresh_capabilities()
         self.schedule_validation()
 
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
-        if self._ready and event.input.id == "image":
+        if self._ready and event.input.id == "image" and self._capability_inputs() != self._shown_for:
             self.refresh_capabilities()
         self.schedule_validation()
 

@@ -16,6 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from kling_tui.base.textsafe import plain
+from kling_tui.history.thumbs import cached_thumbnail, load_small
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -24,6 +25,7 @@ PREVIEW_MAX_SIDE = 1024
 # Cell-drawn images show one pixel per column and two per row: more pixels only make
 # every redraw slower (a 1024 px preview took ~45 ms to redraw, 256 px ~15 ms).
 CELL_PREVIEW_MAX_SIDE = 256
+THUMB_SIDE = 256  # the size kept on disk (history/thumbs.py), shared by the preview and the grid
 CELL_PROTOCOLS = ("halfcell", "unicode")
 CACHE_SIZE = 48
 
@@ -62,17 +64,18 @@ class PreviewCache:
         return None
 
     def load(self, path: Path) -> PILImage:
-        """Decode and shrink (blocking: call from a thread)."""
-        from PIL import Image
-
+        """Decode and shrink (blocking: call from a thread); cell-sized ones come from the disk cache."""
         cached = self.get(path)
         if cached is not None:
             return cached
         key = (str(path), path.stat().st_mtime)
-        with Image.open(path) as img:
-            img.draft("RGB", (self.max_side, self.max_side))
-            small = img.convert("RGB")
-        small.thumbnail((self.max_side, self.max_side))
+        if self.max_side <= THUMB_SIDE:
+            small = cached_thumbnail(path, THUMB_SIDE)
+            if self.max_side < THUMB_SIDE:
+                small = small.copy()
+                small.thumbnail((self.max_side, self.max_side))
+        else:
+            small = load_small(path, self.max_side)
         self._items[key] = small
         while len(self._items) > self.size:
             self._items.popitem(last=False)
@@ -85,6 +88,7 @@ class PreviewPane(Vertical, can_focus=True):
     BINDINGS = [
         Binding("left,h", "step(-1)", "Prev image", id="preview.prev"),
         Binding("right,l", "step(1)", "Next image", id="preview.next"),
+        Binding("enter", "app.fullscreen", "Full screen", id="preview.fullscreen"),
     ]
 
     def __init__(self, protocol: str, **kwargs: Any) -> None:

@@ -7,6 +7,7 @@ import itertools
 import uuid
 
 from kling_tui.api.capabilities import Capabilities
+from kling_tui.api.prices import Price, price
 from kling_tui.api.types import GenerationRequest, MultiImageRequest
 
 Request = GenerationRequest | MultiImageRequest
@@ -51,13 +52,14 @@ def _unique(values: list[str | None]) -> list[str | None]:
     return list(seen)
 
 
+def request_price(request: Request, caps: Capabilities) -> Price:
+    """The estimate for one request, from the price table (the server's deduction is the truth)."""
+    return price(caps, request.kind, request.params())
+
+
 def estimate_units(requests: list[Request], caps: Capabilities) -> float:
-    total = 0.0
-    for request in requests:
-        model = caps.get(request.model_name or caps.default_model)
-        if model is not None:
-            total += model.units(request.n or 1, getattr(request, "resolution", None))
-    return total
+    """Estimated units of all `requests`, by model, use and resolution."""
+    return sum(request_price(request, caps).units for request in requests)
 
 
 def new_group() -> str:

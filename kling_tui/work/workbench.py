@@ -17,14 +17,14 @@ from pathlib import Path
 from kling_tui.api.capabilities import Capabilities
 from kling_tui.api.client import KlingClient
 from kling_tui.api.errors import InvalidRequest, KlingError, NetworkError
-from kling_tui.api.types import GenerationRequest, MultiImageRequest, Task, request_from_params
+from kling_tui.api.types import Request, Task, request_from_params
+from kling_tui.history.metadata import keep_parameters
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.budget import SlotBudget
 from kling_tui.work.tracker import StatusChange, Tracker
 
 log = logging.getLogger(__name__)
 
-Request = GenerationRequest | MultiImageRequest
 Listener = Callable[[TaskRecord], object]
 
 ACTIVE_ON_SERVER = ("submitted", "processing")
@@ -45,6 +45,11 @@ def _image_suffix(url: str) -> str:
         if path.endswith(suffix):
             return suffix
     return ".png"
+
+
+def _slots_label(record: TaskRecord) -> str:
+    series = record.params.get("result_type") == "series"
+    return f"series_amount={record.slots}" if series else f"n={record.slots}"
 
 
 class Workbench:
@@ -102,7 +107,7 @@ class Workbench:
 
     @property
     def slots_in_use(self) -> int:
-        return sum(int(r.params.get("n") or 1) for r in self._running.values())
+        return sum(r.slots for r in self._running.values())
 
     # -- submitting --------------------------------------------------------------------
     def check(self, request: Request) -> None:
@@ -112,7 +117,9 @@ class Workbench:
     def record(self, request: Request, status: str = "pending", group: str | None = None) -> TaskRecord:
         """Write the request to history before anything is sent (write-ahead)."""
         self.check(request)
-        record = self.store.new_record(request.kind, request.params(), external_task_id=request.external_task_id)
+        record = self.store.new_record(
+            request.kind, request.params(), external_task_id=request.external_task_id, parents=request.parents
+        )
         request.external_task_id = record.external_task_id
         changes = {}
         if status != "pending":
@@ -146,15 +153,16 @@ class Workbench:
             if record is None or record.status != "queued":
                 self.queue.pop(0)
                 continue
-            if self.budget.never_fits(record.n):
+            if self.budget.never_fits(record.slots):
                 self.queue.pop(0)
                 self._update(
                     record.local_id,
                     status="not_created",
-                    status_msg=f"n={record.n} needs more slots than the pack's concurrency ({self.budget.limit})",
+                    status_msg=f"{_slots_label(record)} needs more slots than the pack's concurrency "
+                    f"({self.budget.limit})",
                 )
                 continue
-            if not self.budget.fits(record.n, self.slots_in_use):
+            if not self.budget.fits(record.slots, self.slots_in_use):
                 return
             self.queue.pop(0)
             request = self._requests.pop(record.local_id, None) or self._rebuild(record)
@@ -184,7 +192,7 @@ class Workbench:
             self._in_flight.discard(record.local_id)
         if record.status == "not_created" and record.error_code == BUSY:
             # Not created, so safe to send again: back to the head of the queue.
-            self.budget.busy(max(0, in_use - record.n))
+            self.budget.busy(max(0, in_use - record.slots))
             self._update(record.local_id, status="queued", status_msg="waiting: the server's slots are full (1303)")
             self.queue.insert(0, record.local_id)
             self._requests[record.local_id] = request
@@ -449,6 +457,7 @@ class Workbench:
                 if on_error:
                     on_error(exc)
                 return
+            await asyncio.to_thread(keep_parameters, saved, record, index)  # how it was made, inside the file
             paths[index] = saved.name
             publish()
 

@@ -14,6 +14,8 @@ PAGE_NUM_MAX, PAGE_SIZE_MAX = 1000, 500
 TASK_ENDPOINTS: dict[Kind, tuple[str, str]] = {
     "generation": ("/v1/images/generations", ""),
     "multi": ("/v1/images/multi-image2image", "multi_"),
+    "omni": ("/v1/images/omni-image", "omni_"),
+    "expand": ("/v1/images/editing/expand", "expand_"),
 }
 
 

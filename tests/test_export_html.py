@@ -1,0 +1,85 @@
+"""`kling-tui export --format html`: a self-contained contact sheet, checked by parsing it."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+from cli_helpers import kling
+from PIL import Image
+
+from kling_tui.history.store import HistoryStore
+
+
+class Sheet(HTMLParser):
+    """What a browser would see: tags, the images they load, the links and the text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def all(self, tag: str) -> list[dict]:
+        return [attrs for name, attrs in self.tags if name == tag]
+
+
+def finished(store: HistoryStore, params: dict, images: int = 1, group: str | None = None):
+    record = store.new_record("generation", params)
+    folder = store.task_dir(record.local_id)
+    names = []
+    for i in range(images):
+        Image.new("RGB", (900, 600), (40 * i, 90, 160)).save(folder / f"image-{i + 1}.png")
+        names.append(f"image-{i + 1}.png")
+    return store.update(record.local_id, status="succeed", image_paths=names, units="1", group=group)
+
+
+def test_html_export_is_a_folder_a_browser_opens_with_everything_escaped(tmp_path):
+    hostile = '<script>alert("x")</script> & a "quoted" fox'
+    with HistoryStore() as store:
+        a = finished(store, {"prompt": "a red fox", "model_name": "kling-v1", "aspect_ratio": "1:1"}, 2, group="g1")
+        b = finished(store, {"prompt": "a red fox", "model_name": "kling-v2", "aspect_ratio": "1:1"}, 1, group="g1")
+        lone = finished(store, {"prompt": hostile, "image": "/home/someone/secret/ref.png", "api_key": "k"}, 1)
+        child = finished(store, {"prompt": "the fox, wider", "parent": a.local_id}, 1)
+    out = tmp_path / "sheet"
+    run = kling("export", "--format", "html", "--out", str(out), auth="none")
+    assert run.code == 0, run.stderr
+    assert run.stdout.strip() == str(out / "index.html")
+
+    sheet = Sheet()
+    sheet.feed((out / "index.html").read_text(encoding="utf-8"))
+    text = "".join(sheet.text)
+    # Every image is a thumbnail inside the folder: nothing points outside it.
+    sources = [img["src"] for img in sheet.all("img")]
+    assert len(sources) == 5
+    for src in sources:
+        assert not src.startswith(("/", "file:", "http")) and (out / src).is_file()
+        with Image.open(out / src) as img:
+            assert max(img.size) <= 512
+    # Prompts and parameters beside each image; user text is text, never markup.
+    assert hostile in text and not [t for t, _ in sheet.tags if t == "script"]
+    assert "kling-v2" in text and "1:1" in text
+    assert "ref.png" in text and "/home/someone" not in text and "api_key" not in text
+    # The variant group is one section; the child task sits under its parent, linked to it.
+    assert "Variant group g1 · 2 tasks" in text
+    ids = [d["id"] for d in sheet.all("div") if d.get("id")]
+    assert ids.index(f"t-{child.local_id}") == ids.index(f"t-{a.local_id}") + 1
+    assert {"href": f"#t-{a.local_id}"} in sheet.all("a")
+    assert {f"t-{x.local_id}" for x in (a, b, lone, child)} <= set(ids)
+
+
+def test_html_export_needs_a_folder_and_other_formats_refuse_one(tmp_path):
+    missing = kling("export", "--format", "html", auth="none")
+    assert missing.code == 2 and "--out" in missing.stderr
+    wrong = kling("export", "--format", "csv", "--out", str(tmp_path), auth="none")
+    assert wrong.code == 2 and not Path(tmp_path / "index.html").exists()
+    (tmp_path / "a-file").write_text("not a folder")
+    blocked = kling("export", "--format", "html", "--out", str(tmp_path / "a-file"), auth="none")
+    assert (
+        blocked.code == 2 and "cannot write the contact sheet" in blocked.stderr and "Traceback" not in blocked.stderr
+    )
