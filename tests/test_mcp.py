@@ -63,12 +63,13 @@ async def test_an_assistant_generates_waits_reuses_an_image_and_finds_the_task(s
                     "kind": "multi",
                     "prompt": "the teapot in a garden",
                     "model_name": "kling-v2",
-                    "fields": {"subject_images": [f"task:{task['local_id']}#2"]},
+                    "fields": {"subject_images": [f"{task['local_id']}:2"]},
                 },
             )
             assert not multi.is_error, _text(multi)
             second = multi.structured_content
             assert second["params"]["subject_images"] == [task["images"][1]]
+            assert second["parents"] == [{"local_id": task["local_id"], "image": 2}]  # lineage, as the CLI records it
             waited = (await client.call_tool("wait_for_task", {"task_id": second["task_id"]})).structured_content
             assert waited["status"] == "succeed" and waited["images"]
             sent = sandbox.state.task(second["task_id"]).payload["subject_image_list"][0]["subject_image"]
@@ -104,4 +105,16 @@ async def test_without_credentials_the_tools_say_how_to_set_them(sandbox, tmp_pa
             assert result.is_error and "no Kling credentials" in _text(result)
             listed = await client.call_tool("search_history", {})
             assert not listed.is_error and listed.structured_content["total"] == 0
+    assert sandbox.state.counters()["tasks_created"] == 0
+
+
+async def test_a_generate_that_would_pass_the_budget_is_refused_and_not_sent(sandbox, tmp_path, isolated_home):
+    config = isolated_home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[budget]\nsession = 1\n", encoding="utf-8")
+    config.chmod(0o600)
+    with (tmp_path / "server.log").open("w") as errlog:
+        async with _server(sandbox, errlog) as client:
+            result = await client.call_tool("generate", {"prompt": "two cats", "n": 2, "model_name": "kling-v1"})
+            assert result.is_error and "the session budget is 1 units" in _text(result)
     assert sandbox.state.counters()["tasks_created"] == 0

@@ -28,26 +28,28 @@ from kling_tui import __version__
 from kling_tui.api.auth import ApiKeyAuth, Auth, Credentials, MissingCredentials, auth_from
 from kling_tui.api.client import PATHS, KlingClient
 from kling_tui.api.errors import InvalidRequest, KlingError
-from kling_tui.api.types import NOT_PARAMS, request_from_params
+from kling_tui.api.prices import price
+from kling_tui.api.types import NOT_PARAMS, Parent, Request, request_from_params
 from kling_tui.base.textsafe import plain
 from kling_tui.config import Settings
 from kling_tui.history.index import search_terms
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.budget import SlotBudget
+from kling_tui.work.references import ImageRefError, resolve_image
+from kling_tui.work.spending import over_budget, spent_by, spent_today
 from kling_tui.work.tracker import StatusChange, Tracker
 from kling_tui.work.workbench import Workbench
 
 WAIT_DEFAULT_SECONDS = 120.0
 WAIT_MAX_SECONDS = 600.0
 INLINE_IMAGE_BYTES = 2 * 1024 * 1024  # images returned as content only up to this size each
-REFERENCE_PREFIX = "task:"  # "task:<id>" or "task:<id>#<image number>" stands for a saved image
 SEARCH_LIMIT_MAX = 200
 
 INSTRUCTIONS = (
     "Generate images with the Kling AI image API through kling-tui. Every task is recorded in "
     "the user's kling-tui history before it is sent and appears in the kling-tui app. Use "
     "list_models to see the models and their units per image, generate to create a task (any "
-    "endpoint via `kind`; an image field may be 'task:<task id>#<image number>' to use an image "
+    "endpoint via `kind`; an image field may be '<task id>:<image number>' to use an image "
     "of an earlier task), wait_for_task to wait for it, get_images for the saved files, and "
     "search_history to find earlier tasks by words."
 )
@@ -62,6 +64,7 @@ class Service:
         self.settings = settings
         self.credentials_problem = credentials_problem
         self._waiters: dict[str, list[asyncio.Future[TaskRecord]]] = {}
+        self.made: list[str] = []  # local ids of the tasks this server created: its session budget
         workbench.subscribe(self._on_record)
 
     def _on_record(self, record: TaskRecord) -> None:
@@ -91,21 +94,39 @@ class Service:
         folder = self.store.task_dir(record.local_id)
         return [folder / name for name in record.image_paths if (folder / name).exists()]
 
-    def resolve_reference(self, value: str) -> str:
-        """`task:<id>#<n>` -> the path of that task's saved image n (1-based; default 1)."""
-        ident, _, number = value[len(REFERENCE_PREFIX) :].partition("#")
-        record = self.find(ident)
-        try:
-            index = int(number or "1") - 1
-        except ValueError:
-            raise ToolError(f"{plain(value)}: the image number after # must be a whole number") from None
-        files = self.image_files(record)
-        if not 0 <= index < len(files):
-            raise ToolError(
-                f"{plain(value)}: task {record.local_id} has {len(files)} saved images"
-                + ("" if record.status == "succeed" else f" (status {record.status})")
-            )
-        return str(files[index])
+    def resolve_images(self, params: dict[str, Any]) -> list[Parent]:
+        """Image fields given as PATH, URL or TASK[:INDEX] become files or URLs; returns the lineage."""
+        parents: list[Parent] = []
+        for name, value in params.items():
+            if "image" not in name:
+                continue
+            values = value if isinstance(value, list) else [value]
+            resolved = []
+            for item in values:
+                if not isinstance(item, str):
+                    resolved.append(item)
+                    continue
+                try:
+                    found = resolve_image(self.store, item)
+                except ImageRefError as exc:
+                    raise ToolError(f"{name}: {plain(exc)}") from None
+                resolved.append(found.source)
+                if found.parent is not None and found.parent not in parents:
+                    parents.append(found.parent)
+            params[name] = resolved if isinstance(value, list) else resolved[0]
+        return parents
+
+    def over_budget(self, request: Request) -> str | None:
+        """Why this create would pass the config's [budget], or None."""
+        settings = self.settings
+        if settings.budget_daily is None and settings.budget_session is None:
+            return None
+        caps = self.workbench.caps
+        estimate = price(caps, request.kind, request.params()).units
+        today = spent_today(self.store, caps)
+        session = spent_by(self.store, caps, self.made)
+        overruns = over_budget(settings, estimate, today=today, session=session)
+        return "; ".join(str(o) for o in overruns) or None
 
     def task_json(self, record: TaskRecord) -> dict[str, Any]:
         return {
@@ -124,6 +145,7 @@ class Service:
             "units": record.units,
             "error_code": record.error_code,
             "note": plain(record.note),
+            "parents": [dict(parent) for parent in record.parents],
             "images": [str(p) for p in self.image_files(record)],
         }
 
@@ -256,8 +278,9 @@ def build_server(service: Service) -> MCPServer:
         """Create an image task (it costs resource units). `kind` is the endpoint (see list_models'
         endpoints; "multi" takes `fields.subject_images`, a list). `fields` holds any other request
         field of that endpoint (image_reference, image_fidelity, subject_images, scene_image, ...).
-        Image values are http(s) URLs, local .png/.jpg paths, or "task:<task id>#<image number>"
-        for an image of an earlier task. With `wait`, returns once the task has ended (or after
+        Image values are http(s) URLs, local .png/.jpg paths, or "<task id>:<image number>" (a local
+        id, task_id or external_task_id; image 1 when the number is left out) for an image of an
+        earlier task, which is then recorded as the new task's parent. With `wait`, returns once the task has ended (or after
         timeout_seconds) with the paths of its saved images."""
         service.require_credentials()
         if kind not in PATHS:
@@ -275,11 +298,12 @@ def build_server(service: Service) -> MCPServer:
         params.update({k: v for k, v in given.items() if v is not None})
         if "external_task_id" in params:
             raise ToolError("external_task_id: kling-tui gives every task its own")
-        params = {k: _resolve_references(service, v) for k, v in params.items()}
+        parents = service.resolve_images(params)
         try:
             request = request_from_params(kind, params)
         except TypeError as exc:
             raise ToolError(f"not a {kind} request: {plain(exc)}") from None
+        request.parents = parents
         unknown = set(params) - {f.name for f in dataclasses.fields(request) if f.init and f.name not in NOT_PARAMS}
         if unknown:
             raise ToolError(f"not fields of a {kind} request: {', '.join(sorted(unknown))}")
@@ -288,7 +312,11 @@ def build_server(service: Service) -> MCPServer:
         except InvalidRequest as exc:
             rules = "; ".join(f"{p.field}: {p.rule}" for p in exc.problems)
             raise ToolError(f"invalid request, nothing was sent: {plain(rules)}") from None
+        overrun = await asyncio.to_thread(service.over_budget, request)
+        if overrun:
+            raise ToolError(f"not sent: {overrun} (the user's [budget] in kling-tui's config)")
         record = await service.workbench.submit(request)  # recorded before it is sent
+        service.made.append(record.local_id)
         if record.status == "not_created":
             raise ToolError(f"the task was not created: {plain(record.status_msg)} (local id {record.local_id})")
         if wait:
@@ -354,14 +382,6 @@ def build_server(service: Service) -> MCPServer:
 
 def _timeout(seconds: float) -> float:
     return max(0.0, min(WAIT_MAX_SECONDS, seconds))
-
-
-def _resolve_references(service: Service, value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(REFERENCE_PREFIX):
-        return service.resolve_reference(value)
-    if isinstance(value, list):
-        return [_resolve_references(service, v) for v in value]
-    return value
 
 
 async def serve(settings: Settings, store: HistoryStore, *, sandbox: bool) -> None:
