@@ -3,6 +3,7 @@ often the file is run, and a batch killed at random moments completed by running
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -221,3 +222,34 @@ def test_a_second_run_of_a_file_still_running_sends_nothing(sandbox, tmp_path):
     assert sandbox.state.counters()["tasks_created"] == 0
     assert kling("batch", str(path), sandbox=sandbox).code == 0
     assert sandbox.state.counters()["tasks_created"] == 1
+
+
+def test_rows_may_use_an_image_of_a_past_task_and_keep_within_the_budget(sandbox, tmp_path, isolated_home):
+    first = kling("generate", "a red door", "--wait", "--json", sandbox=sandbox)
+    assert first.code == 0, first.stderr
+    door = first.json()
+    path = _write_jsonl(
+        tmp_path / "refs.jsonl",
+        [
+            {"id": "again", "prompt": "the door in winter", "image": f"{door['local_id']}:1", "model_name": "kling-v1"},
+            {"id": "none", "prompt": "a window", "image": f"{door['local_id']}:5"},
+        ],
+    )
+    config = isolated_home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[budget]\ndaily = 1.5\n", encoding="utf-8")  # the door spent 1 unit today
+    config.chmod(0o600)
+    refused = kling("batch", str(path), sandbox=sandbox)
+    assert refused.code == 2 and "refs.jsonl:2: image: task" in refused.stderr and "has images 1 to 1" in refused.stderr
+    assert "not sent: the daily budget is 1.5 units" in refused.stderr
+    assert sandbox.state.counters()["tasks_created"] == 1
+
+    run = kling("batch", str(path), "--yes", "--wait", "--json", sandbox=sandbox)
+    assert run.code == 2, run.stderr  # line 2 still breaks its rule
+    made = json.loads(run.stdout.splitlines()[0])
+    assert made["outcome"] == "succeed"
+    sent = sandbox.state.task(made["task_id"]).payload["image"]
+    assert base64.b64decode(sent) == Path(door["images"][0]).read_bytes()
+    with HistoryStore() as store:
+        record = store.get(made["local_id"])
+        assert record is not None and record.parents == [{"local_id": door["local_id"], "image": 1}]

@@ -29,7 +29,7 @@ from typing import Any
 from kling_tui.api.client import PATHS
 from kling_tui.api.errors import InvalidRequest
 from kling_tui.api.prices import price
-from kling_tui.api.types import NOT_PARAMS, Request, request_from_params
+from kling_tui.api.types import NOT_PARAMS, Parent, Request, request_from_params
 from kling_tui.base.locations import data_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import (
@@ -45,6 +45,8 @@ from kling_tui.cli.session import Session, open_session, out_dir, save_and_copy
 from kling_tui.config import Settings
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.budget import SlotBudget
+from kling_tui.work.references import ImageRefError, resolve_image
+from kling_tui.work.spending import over_budget, spent_today
 
 # Columns that are about the row, not fields of the request.
 ID_COLUMN = "id"
@@ -53,6 +55,7 @@ NOTE_COLUMN = "note"
 DONE = ("succeed", "failed")
 RUNNING = ("submitted", "processing")
 UNSENT = ("queued", "not_created")  # safe to send (again): the server holds no task for them
+SENDS = ("new", "send", "send again")  # plans that send a create
 MAX_ROWS = 100_000
 BUSY = 1303
 SAVE_ATTEMPTS = 3
@@ -265,6 +268,29 @@ def _canonical(raw: dict[str, Any]) -> str:
     return json.dumps({k: str(v) if not isinstance(v, (list, dict)) else v for k, v in raw.items()}, sort_keys=True)
 
 
+def _resolve_images(store: HistoryStore, row: Row) -> None:
+    """Image fields may name an image of a past task, TASK[:INDEX], as on the command line."""
+    request = row.request
+    assert request is not None
+    parents: list[Parent] = []
+    for name in sorted(_field_names(request)):
+        value = getattr(request, name)
+        if "image" not in name or not value:
+            continue
+        resolved = []
+        for item in value if isinstance(value, list) else [value]:
+            try:
+                found = resolve_image(store, str(item))
+            except ImageRefError as exc:
+                row.problems.append(f"{name}: {exc}")
+                continue
+            resolved.append(found.source)
+            if found.parent is not None and found.parent not in parents:
+                parents.append(found.parent)
+        setattr(request, name, resolved if isinstance(value, list) else (resolved or [value])[0])
+    request.parents = parents
+
+
 def prepare(path: Path, store: HistoryStore, settings: Settings, default_kind: str | None) -> list[Row]:
     """Read, check and name every row, and find the ones already in history."""
     rows = read_rows(path)
@@ -281,6 +307,8 @@ def prepare(path: Path, store: HistoryStore, settings: Settings, default_kind: s
         canonical = _canonical(row.raw)
         row.external_task_id = external_id(file_key, row, occurrences[canonical])
         occurrences[canonical] += 1
+        if row.request is not None and not row.problems:
+            _resolve_images(store, row)
         if row.request is not None and not row.problems:
             row.request.external_task_id = row.external_task_id
             try:
@@ -369,6 +397,15 @@ async def _batch(
         raise CommandError(f"{len(invalid)} rows break a rule (see above); --strict: nothing was sent", EXIT_INVALID)
     out = out_dir(args.out)
     valid = [row for row in rows if row.valid]
+    if settings.budget_daily is not None or settings.budget_session is not None:
+        to_send = [row.request for row in valid if row.request is not None and row.plan() in SENDS]
+        estimate = _estimate(to_send, settings)
+        spent = await asyncio.to_thread(spent_today, store, settings.capabilities())
+        overruns = over_budget(settings, estimate, today=spent, session=0.0)  # a command is a session
+        if overruns and not args.yes:
+            raise CommandError(
+                f"not sent: {'; '.join(str(o) for o in overruns)} (add --yes to send anyway)", EXIT_INVALID
+            )
     async with open_session(settings, store, sandbox=args.sandbox) as session:
         if valid:
             session.require_credentials(settings)
@@ -421,7 +458,7 @@ def _estimate(requests: list[Request], settings: Settings) -> float:
 
 
 def _dry_run(rows: list[Row], store: HistoryStore, settings: Settings, console: Console, invalid: list[Row]) -> int:
-    to_send = [row for row in rows if row.valid and row.plan() in ("new", "send", "send again")]
+    to_send = [row for row in rows if row.valid and row.plan() in SENDS]
     requests = [row.request for row in to_send if row.request is not None]
     units = _estimate(requests, settings)
     counts = Counter(row.plan() for row in rows)

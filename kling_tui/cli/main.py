@@ -145,6 +145,7 @@ def _add_headless_commands(sub) -> None:
     batch.add_argument("--strict", action="store_true", help="send nothing when any row breaks a rule")
     batch.add_argument("--wait", action="store_true", help="wait until every task ends and save the images")
     batch.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
+    batch.add_argument("--yes", action="store_true", help="send even when the rows would pass the config's [budget]")
     _common(batch, json_help="print one JSON object per row")
 
     models = sub.add_parser(
