@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json as jsonlib
 import logging
 import random
 import time
@@ -37,9 +38,22 @@ RESIGN_CODES = frozenset({1003, 1004})
 # The service refused the create outright: nothing was created, re-sending is safe.
 CREATE_NOT_DONE = frozenset({1302, 1303, 5001})
 BUSY_CODE = 1303
-BUSY_CODE = 1303
 NOT_FOUND_CODE = 1201
 COSTS_DEFAULT_SPAN_MS = 365 * 24 * 3600 * 1000
+# A whole request (connect, send, every byte of the answer) ends within this; the per-read
+# timeout alone lets a server that sends a byte a second hold a call forever.
+DEFAULT_REQUEST_DEADLINE = 60.0
+# Decoded size of one API answer: a list page of 500 tasks is a few hundred KB. Beyond this it
+# is refused, before a compressed answer can inflate into gigabytes.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
+
+class AnswerTooLarge(NetworkError):
+    """The server's answer passed MAX_ANSWER_BYTES once decoded; reading it again would too."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, maybe_sent=True)
+        self.retryable = False
 
 
 @dataclass
@@ -73,6 +87,8 @@ class KlingClient:
         backoff: float = 0.5,
         max_backoff: float = 8.0,
         busy_backoff: float = 1.0,
+        request_deadline: float = DEFAULT_REQUEST_DEADLINE,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         caps: Capabilities | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -87,6 +103,8 @@ class KlingClient:
         self.max_backoff = max_backoff
         # kling-protocol.md: wait at least a second after 1303 (slots free as tasks end).
         self.busy_backoff = busy_backoff
+        self.request_deadline = request_deadline
+        self.max_answer_bytes = max_answer_bytes
         # A local scheduler re-queues on 1303 itself: it turns this off to hear about it at once.
         self.retry_busy_creates = True
         self.caps = caps
@@ -206,7 +224,7 @@ class KlingClient:
         self, url: str, dest_dir: str | Path, filename: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES
     ) -> Path:
         """Save a result image; see download.download_image. Never sends credentials."""
-        return await download_image(self._http, url, dest_dir, filename, max_bytes)
+        return await download_image(self._http, url, dest_dir, filename, max_bytes, deadline=self.request_deadline)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -268,7 +286,12 @@ class KlingClient:
         headers = {"Authorization": self.auth.authorization_header()}
         self.stats.requests += 1
         try:
-            response = await self._http.request(method, self.base_url + path, params=params, json=json, headers=headers)
+            async with asyncio.timeout(self.request_deadline):
+                status, reason, raw = await self._fetch(method, path, where, params=params, json=json, headers=headers)
+        except TimeoutError:
+            raise NetworkError(
+                f"no complete answer within {self.request_deadline:g} s ({where})", maybe_sent=True
+            ) from None
         except (httpx.ConnectTimeout, httpx.PoolTimeout):
             raise NetworkError(f"timed out connecting to the server ({where})", maybe_sent=False) from None
         except httpx.TimeoutException:
@@ -278,25 +301,40 @@ class KlingClient:
         except httpx.TransportError as exc:
             raise NetworkError(f"connection lost ({where}: {type(exc).__name__})", maybe_sent=True) from None
         try:
-            body = response.json()
-        except ValueError:
+            body = jsonlib.loads(raw)
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("code"), int):
-            if response.status_code >= 400:
+            if status >= 400:
                 # Not Kling's envelope: a proxy or gateway answered.
-                raise KlingError.from_response(
-                    response.status_code,
-                    None,
-                    f"HTTP {response.status_code} {response.reason_phrase}".strip(),
-                    None,
-                    is_read=is_read,
-                )
+                raise KlingError.from_response(status, None, f"HTTP {status} {reason}".strip(), None, is_read=is_read)
             raise NetworkError(f"the server's answer is not valid Kling JSON ({where})", maybe_sent=True)
         code = body["code"]
         request_id = body.get("request_id") if isinstance(body.get("request_id"), str) else None
         if code != 0:
             message = body.get("message")
             raise KlingError.from_response(
-                response.status_code, code, message if isinstance(message, str) else None, request_id, is_read=is_read
+                status, code, message if isinstance(message, str) else None, request_id, is_read=is_read
             )
         return body.get("data")
+
+    async def _fetch(
+        self, method: str, path: str, where: str, *, params: Any, json: Any, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
+        """(HTTP status, reason, decoded body): read as a stream, refused beyond max_answer_bytes."""
+        chunks: builtins.list[bytes] = []
+        size = 0
+        request = self._http.build_request(method, self.base_url + path, params=params, json=json, headers=headers)
+        response = await self._http.send(request, stream=True)
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_answer_bytes:
+                    raise AnswerTooLarge(
+                        f"the server's answer is larger than {self.max_answer_bytes // (1024 * 1024)} MB "
+                        f"once decoded; refused ({where})"
+                    )
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return response.status_code, response.reason_phrase, b"".join(chunks)

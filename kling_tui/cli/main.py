@@ -8,6 +8,7 @@ import sys
 from kling_tui import __version__
 
 IMAGE_PROTOCOLS = ("auto", "kitty", "sixel", "halfcell", "unicode", "none")
+DEFAULT_MAX_WAIT = 30 * 60.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,21 @@ def _float_arg(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
+
+
+def _duration_arg(text: str) -> float:
+    """Seconds, or a number with s, m or h: 90, 90s, 30m, 1.5h."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:])
+    number = raw[:-1] if scale else raw
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a duration such as 90, 45s, 30m or 2h (got {text!r})")
+    return seconds
 
 
 def _common(parser: argparse.ArgumentParser, *, json_help: str | None = None) -> None:
@@ -84,6 +100,15 @@ def _add_headless_commands(sub) -> None:
         "--wait", action="store_true", help="wait until the task ends, save its images and print their paths"
     )
     gen.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
+    gen.add_argument(
+        "--max-wait",
+        type=_duration_arg,
+        default=DEFAULT_MAX_WAIT,
+        metavar="TIME",
+        help="how long to wait in all: for a free slot while the server answers 1303 (all slots in use), "
+        "and with --wait for the task to end; seconds or e.g. 45s, 30m, 2h (default: 30m). "
+        "Then exit 3; a task not sent by then is dropped as not created",
+    )
     _common(gen, json_help="print the task as one JSON object")
 
     lst = sub.add_parser("list", help="list tasks from the local history, newest first")

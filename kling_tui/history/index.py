@@ -94,7 +94,7 @@ class TaskRow:
 
     @property
     def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
+        return self.status not in FINAL_LOCAL_STATUSES
 
     @property
     def is_final(self) -> bool:
@@ -285,6 +285,11 @@ class TaskIndex:
     def ids_with_status(self, statuses: Sequence[str]) -> list[str]:
         marks = ", ".join("?" * len(statuses))
         sql = f"SELECT local_id FROM tasks WHERE status IN ({marks}) ORDER BY created_at, local_id"
+        return [r[0] for r in self.conn.execute(sql, tuple(statuses))]
+
+    def ids_without_status(self, statuses: Sequence[str]) -> list[str]:
+        marks = ", ".join("?" * len(statuses))
+        sql = f"SELECT local_id FROM tasks WHERE status NOT IN ({marks}) ORDER BY created_at, local_id"
         return [r[0] for r in self.conn.execute(sql, tuple(statuses))]
 
     def id_where(self, column: str, value: str) -> str | None:
