@@ -15,6 +15,7 @@ import logging
 import random
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,20 +322,69 @@ class KlingClient:
     async def _fetch(
         self, method: str, path: str, where: str, *, params: Any, json: Any, headers: dict[str, str]
     ) -> tuple[int, str, bytes]:
-        """(HTTP status, reason, decoded body): read as a stream, refused beyond max_answer_bytes."""
-        chunks: builtins.list[bytes] = []
-        size = 0
+        """(HTTP status, reason, decoded body): read as a stream and decoded here, a bounded
+        piece at a time, so an answer beyond max_answer_bytes is refused before it inflates."""
+        headers = {**headers, "Accept-Encoding": "gzip, deflate"}
         request = self._http.build_request(method, self.base_url + path, params=params, json=json, headers=headers)
         response = await self._http.send(request, stream=True)
+        body = _BoundedBody(self.max_answer_bytes, response.headers.get("content-encoding", ""), where)
         try:
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_answer_bytes:
-                    raise AnswerTooLarge(
-                        f"the server's answer is larger than {self.max_answer_bytes // (1024 * 1024)} MB "
-                        f"once decoded; refused ({where})"
-                    )
-                chunks.append(chunk)
+            async for raw in response.aiter_raw():
+                body.feed(raw)
         finally:
             await response.aclose()
-        return response.status_code, response.reason_phrase, b"".join(chunks)
+        return response.status_code, response.reason_phrase, body.finish()
+
+
+class _BoundedBody:
+    """An answer's body decoded (identity, gzip or deflate) into at most `limit` bytes."""
+
+    PIECE = 1024 * 1024
+
+    def __init__(self, limit: int, encoding: str, where: str) -> None:
+        self.limit = limit
+        self.where = where
+        self.parts: builtins.list[bytes] = []
+        self.size = 0
+        coding = encoding.strip().lower()
+        if coding in ("", "identity"):
+            self._inflate: Any = None
+        elif coding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            self._inflate = zlib.decompressobj(zlib.MAX_WBITS)
+        else:
+            raise NetworkError(
+                f"the server's answer has an unknown content-encoding {encoding!r} ({where})", maybe_sent=True
+            )
+
+    def _add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise AnswerTooLarge(
+                f"the server's answer is larger than {self.limit // (1024 * 1024)} MB once decoded; refused ({self.where})"
+            )
+        self.parts.append(data)
+
+    def feed(self, raw: bytes) -> None:
+        if self._inflate is None:
+            self._add(raw)
+            return
+        try:
+            while raw:
+                self._add(self._inflate.decompress(raw, min(self.PIECE, self.limit - self.size + 1)))
+                raw = self._inflate.unconsumed_tail
+        except zlib.error:
+            raise NetworkError(
+                f"the server's answer could not be decompressed ({self.where})", maybe_sent=True
+            ) from None
+
+    def finish(self) -> bytes:
+        if self._inflate is not None:
+            try:
+                self._add(self._inflate.flush(self.limit - self.size + 1))
+            except zlib.error:
+                raise NetworkError(
+                    f"the server's answer could not be decompressed ({self.where})", maybe_sent=True
+                ) from None
+        return b"".join(self.parts)

@@ -113,7 +113,7 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings, store: Hist
             emit_record(console, store, record)
             return EXIT_OK
         left = max(1.0, patience - (time.monotonic() - started))
-        record = await wait_until_final(session, record, console, patience=left)
+        record = await wait_until_final(session, record, console, patience=left, max_wait=patience)
         check_finished(record)
         record, copies = await save_and_copy(session, record, out)
     emit_images(console, store, record, copies)

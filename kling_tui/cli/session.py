@@ -231,10 +231,15 @@ def span(seconds: float) -> str:
 
 
 async def wait_until_final(
-    session: Session, record: TaskRecord, console: Console, *, patience: float | None = None
+    session: Session,
+    record: TaskRecord,
+    console: Console,
+    *,
+    patience: float | None = None,
+    max_wait: float | None = None,
 ) -> TaskRecord:
     """Follow the task with the shared tracker until it is final; API errors end the wait (exit 3),
-    and so does `patience` (seconds) running out. A history write that fails is reported and
+    and so does `patience` (seconds) running out (`max_wait`: the whole command's, for the message). A history write that fails is reported and
     tried again: the wait goes on."""
     workbench = session.workbench
     latest = record
@@ -268,7 +273,7 @@ async def wait_until_final(
         await asyncio.wait_for(done.wait(), patience)
     except TimeoutError:
         raise CommandError(
-            f"gave up waiting after {span(patience or 0)} (--max-wait): task {record.local_id} is still "
+            f"gave up waiting after {span(max_wait or patience or 0)} (--max-wait): task {record.local_id} is still "
             f"{plain(latest.status)} on the server; `kling-tui show {record.local_id}` looks again",
             EXIT_API,
             record=latest,
