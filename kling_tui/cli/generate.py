@@ -53,7 +53,7 @@ async def _submit(session: Session, request: GenerationRequest, patience: float,
     except (asyncio.CancelledError, KeyboardInterrupt):
         # Interrupted (Ctrl-C) before a slot was free: not created, and history says so.
         for local_id in list(workbench.queue):
-            workbench.cancel(local_id, "not created: the command was interrupted before it was sent")
+            workbench.cancel(local_id, "the command was interrupted before it was sent")
         raise
 
 

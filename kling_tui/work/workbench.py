@@ -129,7 +129,7 @@ class Workbench:
         self._listeners.append(listener)
 
     def _changed(self, record: TaskRecord) -> TaskRecord:
-        if record.status_msg and record.status in ("pending", "not_created", "failed"):
+        if record.status_msg and record.status in ("pending", "queued", "not_created", "failed"):
             log.info("%s %s: %s", record.local_id, record.status, record.status_msg)
         if record.status == "pending" or (record.task_id and not record.is_final):
             # Slots are held from the create request on (pending) until the task ends, also
@@ -332,7 +332,7 @@ class Workbench:
             pass
         waits = self.slot_waits(local_id)
         why = f"; the server answered 1303 (all slots in use) {waits} times" if waits else ""
-        dropped = self.cancel(local_id, f"not created: gave up waiting for a free slot after {_span(patience)}{why}")
+        dropped = self.cancel(local_id, f"gave up waiting for a free slot after {_span(patience)}{why}")
         if dropped is not None:
             return dropped
         # Being sent right now: its answer decides (the client's deadline bounds it).
