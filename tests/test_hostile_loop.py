@@ -31,7 +31,7 @@ from kling_tui.base.locations import history_dir
 from kling_tui.config import load_settings
 from kling_tui.history import store as store_module
 from kling_tui.history.store import HistoryStore
-from kling_tui.work.workbench import HistoryWriteError
+from kling_tui.work.workbench import HistoryWriteError, status_from_server
 from tests.cli_helpers import kling
 from tests.test_scheduler import make_bench
 from tests.test_tui_keys import app_for, submit_prompt
@@ -332,3 +332,25 @@ def test_socket_is_refused_too(tmp_path):
         server.bind(str(path))
         run = kling("generate", "a portrait", "--image", str(path), auth="none")
     assert run.code == 2 and "is a socket" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "raw, recorded",
+    [
+        ("cancelled", "cancelled"),
+        ("42", "42"),
+        ("not_created", "server:not_created"),
+        ("pending", "server:pending"),
+        ("\x1b[2Jgone\u202e", "\\x1b[2Jgone\\u202e"),
+        ("\ue000 odd", "? odd"),
+        ("x" * 500, "x" * 57),
+        ("   ", "unknown"),
+    ],
+)
+def test_any_server_status_is_recorded_as_printable_data(raw, recorded):
+    status = status_from_server(raw)
+    assert status == recorded
+    with HistoryStore(history_dir()) as store:
+        record = store.new_record("generation", {"prompt": "p"})
+        assert store.update(record.local_id, status=status, task_id="t").is_active
+        assert store.get(record.local_id).status == recorded

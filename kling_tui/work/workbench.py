@@ -59,7 +59,8 @@ def status_from_server(raw: str) -> str:
     """
     if raw in SERVER_STATUSES:
         return raw
-    text = " ".join(plain(raw).split())[: MAX_STATUS_CHARS - 7] or "unknown"
+    text = "".join(ch if ch.isprintable() else "?" for ch in " ".join(plain(raw).split()))
+    text = text[: MAX_STATUS_CHARS - 7] or "unknown"
     return f"server:{text}" if text in STATUSES or text.startswith("server:") else text
 
 
@@ -330,13 +331,16 @@ class Workbench:
             return await asyncio.wait_for(asyncio.shield(waiter), patience)
         except TimeoutError:
             pass
-        waits = self.slot_waits(local_id)
-        why = f"; the server answered 1303 (all slots in use) {waits} times" if waits else ""
-        dropped = self.cancel(local_id, f"gave up waiting for a free slot after {_span(patience)}{why}")
-        if dropped is not None:
-            return dropped
-        # Being sent right now: its answer decides (the client's deadline bounds it).
-        return await waiter
+        # Dropped once it is back in the queue; while a create is on its way, its answer
+        # decides (the client's deadline bounds it), and a 1303 puts it back in the queue.
+        while not waiter.done():
+            waits = self.slot_waits(local_id)
+            why = f"; the server answered 1303 (all slots in use) {waits} times" if waits else ""
+            dropped = self.cancel(local_id, f"gave up waiting for a free slot after {_span(patience)}{why}")
+            if dropped is not None:
+                return dropped
+            await asyncio.wait([waiter], timeout=0.05)
+        return waiter.result()
 
     async def send(self, record: TaskRecord, request: Request, *, requeue_busy: bool = False) -> TaskRecord:
         """Send the create of an already recorded task.
