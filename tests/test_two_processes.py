@@ -21,6 +21,7 @@ import pytest
 
 from kling_tui.api.types import GenerationRequest
 from kling_tui.base.locations import history_dir, log_file
+from kling_tui.base.processes import is_alive, is_this_process, role_of, this_process
 from kling_tui.config import load_settings
 from kling_tui.history.store import RECORD_FILE, HistoryStore
 from kling_tui.sandbox import DEFAULT_API_KEY
@@ -213,3 +214,17 @@ async def test_a_start_up_lookup_never_overrides_a_create_on_its_way(sandbox):
         await bench.client.aclose()
     assert "not_created" not in seen
     assert sandbox.state.counters()["tasks_created"] == 1
+
+
+def test_an_owner_token_tells_a_running_process_from_an_ended_or_reused_one():
+    me = this_process("cli")
+    assert role_of(me) == "cli" and is_this_process(me) and is_alive(me)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    _, _, start, boot = me.split(":")
+    assert not is_alive(f"cli:{ended.pid}:{start}:{boot}")
+    if start:  # where the system tells start times, a reused pid is told apart
+        assert not is_alive(f"cli:{os.getpid()}:{int(start) + 1}:{boot}")
+    if boot:  # a token from before a reboot
+        assert not is_alive(f"cli:{os.getpid()}:{start}:{'0' * len(boot)}")
+    assert not is_alive(None) and not is_alive("garbage")
