@@ -17,12 +17,11 @@ from kling_tui.cli.session import (
     open_session,
     out_dir,
     save_and_copy,
-    span,
     wait_until_final,
 )
 from kling_tui.config import Settings
 from kling_tui.history.store import HistoryStore, TaskRecord
-from kling_tui.work.workbench import WAITING_FOR_SLOT
+from kling_tui.work.workbench import WAITING_FOR_SLOT, span
 
 SLOT_PROGRESS_EVERY = 10.0  # seconds between "waiting for a free slot" lines
 

@@ -32,7 +32,7 @@ from kling_tui.cli.output import EXIT_API, EXIT_INVALID, EXIT_TASK_FAILED, Comma
 from kling_tui.config import Settings
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.tracker import StatusChange, Tracker
-from kling_tui.work.workbench import SERVER_STATUSES, HistoryWriteError, Workbench
+from kling_tui.work.workbench import SERVER_STATUSES, HistoryWriteError, Workbench, span
 
 OPTION_FOR_FIELD = {
     "prompt": "PROMPT",
@@ -221,15 +221,6 @@ def _copy(source: Path, target: Path) -> None:
         raise
 
 
-def span(seconds: float) -> str:
-    """30m, 1h, 45s: how --max-wait is written."""
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"
-
-
 async def wait_until_final(
     session: Session,
     record: TaskRecord,
@@ -239,8 +230,8 @@ async def wait_until_final(
     max_wait: float | None = None,
 ) -> TaskRecord:
     """Follow the task with the shared tracker until it is final; API errors end the wait (exit 3),
-    and so does `patience` (seconds) running out (`max_wait`: the whole command's, for the message). A history write that fails is reported and
-    tried again: the wait goes on."""
+    and so does `patience` (seconds) running out (`max_wait`, the whole command's, is named in
+    the message). A history write that fails is reported and tried again: the wait goes on."""
     workbench = session.workbench
     latest = record
     done = asyncio.Event()

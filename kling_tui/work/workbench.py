@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -73,7 +74,8 @@ def _asked_for(record: TaskRecord) -> int:
     return 1
 
 
-def _span(seconds: float | None) -> str:
+def span(seconds: float | None) -> str:
+    """30m, 1h, 45s: how a wait is written (and --max-wait given)."""
     if seconds is None:
         return "ever"
     if seconds >= 3600 and seconds % 3600 == 0:
@@ -149,7 +151,7 @@ class Workbench:
     def _update(self, local_id: str, **changes) -> TaskRecord:
         try:
             record = self.store.update(local_id, **changes)
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise HistoryWriteError(f"could not write task {local_id} to history: {exc}") from exc
         return self._changed(record)
 
@@ -336,7 +338,7 @@ class Workbench:
         while not waiter.done():
             waits = self.slot_waits(local_id)
             why = f"; the server answered 1303 (all slots in use) {waits} times" if waits else ""
-            dropped = self.cancel(local_id, f"gave up waiting for a free slot after {_span(patience)}{why}")
+            dropped = self.cancel(local_id, f"gave up waiting for a free slot after {span(patience)}{why}")
             if dropped is not None:
                 return dropped
             await asyncio.wait([waiter], timeout=0.05)
@@ -387,7 +389,7 @@ class Workbench:
         if task.is_final:
             return self._finish(record, task)
         if record.status not in SERVER_STATUSES:
-            log.warning("task %s: unknown status %r from the server; still following it", task.task_id, record.status)
+            log.warning("task %s: unknown status %r from the server; following it", plain(task.task_id), record.status)
         self.tracker.track(task.task_id, record.kind, task.task_status)
         self.tracker.wake()
         return record
@@ -505,10 +507,10 @@ class Workbench:
             if task.is_final:
                 changes.update(self._final_changes(task, record))
             elif status not in SERVER_STATUSES:
-                log.warning("task %s: unknown status %r from the server; still following it", task.task_id, status)
+                log.warning("task %s: unknown status %r from the server; following it", plain(task.task_id), status)
             return self.store.update(record.local_id, **changes)
-        except OSError as exc:
-            raise HistoryWriteError(f"could not write task {change.task.task_id} to history: {exc}") from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryWriteError(f"could not write task {plain(change.task.task_id)} to history: {exc}") from exc
 
     def _announce_change(self, record: TaskRecord | None) -> TaskRecord | None:
         if record is None:
@@ -530,7 +532,7 @@ class Workbench:
             extra = urls[asked:]
             log.warning(
                 "task %s lists %d images for %d asked; keeping the first %d, ignoring %d: %s%s",
-                task.task_id,
+                plain(task.task_id),
                 len(urls),
                 asked,
                 asked,
