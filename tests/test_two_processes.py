@@ -18,6 +18,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from textual.widgets import TextArea
 
 from kling_tui.api.types import GenerationRequest
 from kling_tui.base.locations import history_dir, log_file
@@ -29,7 +30,6 @@ from kling_tui.ui.app import make_app
 from kling_tui.work.workbench import WAITING_FOR_SLOT
 from tests.cli_helpers import kling
 from tests.test_scheduler import make_bench
-from tests.test_tui_keys import submit_prompt
 from tests.tui_helpers import cell_text, wait_for
 
 LOOPS = 2
@@ -48,6 +48,16 @@ def cli_env(sandbox) -> dict[str, str]:
     return {**os.environ, "KLING_BASE_URL": sandbox.base_url, "KLING_API_KEY": DEFAULT_API_KEY}
 
 
+async def submit_from_the_form(app, pilot, prompt: str) -> str:
+    # Not by the table's row count: rows the CLI commands write may arrive in it meanwhile.
+    made: list[str] = []
+    app.workbench.subscribe(lambda record: made.append(record.local_id) if record.prompt == prompt else None)
+    app.query_one("#prompt", TextArea).text = prompt
+    await pilot.press("ctrl+j")
+    await wait_for(pilot, lambda: made and app.table.known(made[0]), what=f"the row of {prompt!r}")
+    return made[0]
+
+
 async def test_two_cli_loops_and_a_tui_share_one_history(sandbox, monkeypatch):
     monkeypatch.setenv("KLING_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("KLING_API_KEY", DEFAULT_API_KEY)
@@ -62,7 +72,7 @@ async def test_two_cli_loops_and_a_tui_share_one_history(sandbox, monkeypatch):
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(PARALLEL) as pool:
             runs = [loop.run_in_executor(pool, generate, job) for job in jobs]
-            keys = [await submit_prompt(app, pilot, f"from the tui {k}") for k in range(TUI_TASKS)]
+            keys = [await submit_from_the_form(app, pilot, f"from the tui {k}") for k in range(TUI_TASKS)]
             await wait_for(pilot, lambda: all(r.done() for r in runs), timeout=300, what="the CLI loops")
         for key in keys:
             await wait_for(pilot, lambda k=key: "succeed" in cell_text(app.table, k, "status"), timeout=30)
