@@ -94,7 +94,7 @@ class TaskRow:
 
     @property
     def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
+        return self.status not in FINAL_LOCAL_STATUSES
 
     @property
     def is_final(self) -> bool:
@@ -286,6 +286,22 @@ class TaskIndex:
         marks = ", ".join("?" * len(statuses))
         sql = f"SELECT local_id FROM tasks WHERE status IN ({marks}) ORDER BY created_at, local_id"
         return [r[0] for r in self.conn.execute(sql, tuple(statuses))]
+
+    def ids_without_status(self, statuses: Sequence[str]) -> list[str]:
+        """Oldest first. As ranges between the excluded values, so the status index serves
+        (NOT IN would scan every row); `+` keeps the planner off the newest-first index."""
+        clauses, args = [], []
+        previous = None
+        for value in sorted(set(statuses)):
+            clauses.append("status < ?" if previous is None else "(status > ? AND status < ?)")
+            args += [value] if previous is None else [previous, value]
+            previous = value
+        if previous is not None:
+            clauses.append("status > ?")
+            args.append(previous)
+        where = " OR ".join(clauses) or "1"
+        sql = f"SELECT local_id FROM tasks WHERE {where} ORDER BY +created_at, +local_id"
+        return [r[0] for r in self.conn.execute(sql, tuple(args))]
 
     def id_where(self, column: str, value: str) -> str | None:
         assert column in ("task_id", "external_task_id")

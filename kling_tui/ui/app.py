@@ -301,7 +301,7 @@ class KlingApp(App[None]):
 
             credentials = Credentials(self.settings.access_key, self.settings.secret_key, self.settings.api_key)
             base_url, auth = self.settings.base_url, auth_from(credentials)
-        self._client = KlingClient(base_url, auth, caps=self.caps)
+        self._client = KlingClient(base_url, auth, caps=self.caps, request_deadline=self.settings.request_deadline)
         # Polls every interval while tasks run; backs off while the service fails (at most 5 s,
         # or twice the interval when that is short, as on the sandbox).
         slowest = 5.0 if self.poll_interval >= 1.0 else self.poll_interval * 2
