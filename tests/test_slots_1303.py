@@ -45,6 +45,19 @@ def test_cli_generate_waits_through_1303_and_creates_the_task_once(sandbox):
     assert record.status == "succeed" and record.image_paths
 
 
+def test_cli_omni_and_expand_wait_through_1303_like_generate(sandbox):
+    sandbox.state.faults.add(endpoint="omni_create", kind="error", code=1303, times=BUSY_TIMES)
+    run = kling("omni", "a lighthouse", "--wait", "--json", sandbox=sandbox)
+    assert run.code == 0, run.stderr
+    assert run.json()["status"] == "succeed"
+    image = run.json()["images"][0]
+    sandbox.state.faults.add(endpoint="expand_create", kind="error", code=1303, times=2)
+    run = kling("expand", image, "--left", "0.5", "--json", sandbox=sandbox)
+    assert run.code == 0, run.stderr
+    counters = sandbox.state.counters()
+    assert (counters["omni_create"], counters["expand_create"], counters["tasks_created"]) == (BUSY_TIMES + 1, 3, 2)
+
+
 def test_cli_generate_without_wait_also_waits_for_the_slot(sandbox):
     sandbox.state.faults.add(endpoint="create", kind="error", code=1303, times=2)
     run = kling("generate", "a harbour", "--json", sandbox=sandbox)
