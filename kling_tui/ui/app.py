@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, on, work
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -27,8 +28,9 @@ from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
 from kling_tui.ui.form import GenerationForm, PromptArea
 from kling_tui.ui.messages import BackgroundError, RecordChanged
-from kling_tui.ui.pickers import PromptSearch, QuickPick
+from kling_tui.ui.pickers import PromptSearch, QuickPick, TaskImagePick
 from kling_tui.ui.preview import PreviewPane
+from kling_tui.ui.references import Reference, ReferenceList, short
 from kling_tui.ui.summary import SummaryScreen
 from kling_tui.ui.tasks import ACTIVE, TaskTable
 
@@ -87,6 +89,10 @@ class KlingApp(App[None]):
         Binding("K", "move_queued(-1)", "Queue earlier", show=False, id="task.queue_up"),
         Binding("J", "move_queued(1)", "Queue later", show=False, id="task.queue_down"),
         Binding("u", "summary", "Units", show=False, id="app.summary"),
+        Binding("R", "reference", "Use image as reference", show=False, id="task.reference"),
+        Binding("E", "edit_image", "Edit image with a prompt", show=False, id="task.edit_image"),
+        Binding("x", "expand", "Expand image…", show=False, id="task.expand"),
+        Binding("P", "parent", "Go to parent task", show=False, id="task.parent"),
     ]
     # Single-letter keys act on tasks only while no text field has focus.
     TEXT_SAFE_ACTIONS = frozenset(
@@ -107,6 +113,10 @@ class KlingApp(App[None]):
             "cancel_queued",
             "move_queued",
             "summary",
+            "reference",
+            "edit_image",
+            "expand",
+            "parent",
         }
     )
 
@@ -458,6 +468,8 @@ class KlingApp(App[None]):
 
     # -- submitting --------------------------------------------------------------------
     def action_submit(self) -> None:
+        if self.screen is not self.screen_stack[0]:
+            raise SkipAction()  # a dialog on top sends its own request with the same keys
         if not self.ensure_connected():
             self.notify("Not connected yet.", severity="warning")
             return
@@ -572,13 +584,22 @@ class KlingApp(App[None]):
                 "On the selected task",
                 groups["task"] + [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview it")],
             ),
-            ("Preview", [("left / right (h / l)", "Previous / next image")]),
+            (
+                "Preview",
+                [
+                    ("left / right (h / l)", "Previous / next image"),
+                    ("R / E / x", "Use, edit or expand the image shown"),
+                ],
+            ),
             (
                 "Form",
                 [
                     ("tab / shift+tab", "Next / previous field"),
                     ("up / down in the prompt", "Past prompts, like a shell"),
                     ("ctrl+r in the prompt", "Search past prompts"),
+                    ("@ in the prompt", "Omni: insert a reference as <<<image_N>>>"),
+                    ("a / t on the references", "Add a file or URL / an image from history"),
+                    ("d / K / J on the references", "Remove (renumbers the prompt) / move up / down"),
                 ],
             ),
         ]
@@ -634,10 +655,157 @@ class KlingApp(App[None]):
 
     def action_edit(self) -> None:
         record = self._selected_or_warn()
-        if record:
-            self.form.load_params(record.kind, record.params)
-            self.form.focus_prompt()
-            self.notify("Loaded into the form.", timeout=2)
+        if record is None:
+            return
+        if record.kind == "expand":
+            self._open_expand(
+                record.params.get("image") or "", "the same image", self._parent_of_source(record), record
+            )
+            return
+        references = self._references_of(record) if record.kind == "omni" else None
+        self.form.load_params(record.kind, record.params, references)
+        self.form.focus_prompt()
+        self.notify("Loaded into the form.", timeout=2)
+
+    # -- iterating on images -----------------------------------------------------------
+    def _selected_image(self) -> Reference | None:
+        """The image the preview shows of the selected task (its first when the preview is elsewhere)."""
+        from kling_tui.work.references import ImageRefError, image_of
+
+        record = self._selected_or_warn()
+        if record is None:
+            return None
+        index = self.preview.index + 1 if self.preview.owner == record.local_id else 1
+        try:
+            found = image_of(self.store, record, index)
+        except ImageRefError as exc:
+            self.notify(plain(exc), title="No image to use", severity="warning", markup=False)
+            return None
+        return Reference.of_task(found.source, record.local_id, index)
+
+    def _references_of(self, record: TaskRecord) -> list[Reference]:
+        """An Omni task's input images, named after the history tasks they came from."""
+        by_path: dict[str, tuple[str, int]] = {}
+        for parent in record.parents:
+            parent_record = self.store.get(parent["local_id"])
+            if parent_record and parent["image"] <= len(parent_record.image_paths):
+                path = self.store.task_dir(parent_record.local_id) / parent_record.image_paths[parent["image"] - 1]
+                by_path[str(path)] = (parent["local_id"], parent["image"])
+            if parent_record and parent["image"] <= len(parent_record.image_urls):
+                by_path[parent_record.image_urls[parent["image"] - 1]] = (parent["local_id"], parent["image"])
+        references = []
+        for source in record.params.get("images") or []:
+            origin = by_path.get(source)
+            references.append(Reference.of_task(source, *origin) if origin else Reference.of(source))
+        return references
+
+    def _parent_of_source(self, record: TaskRecord) -> tuple[str, int] | None:
+        parents = record.parents
+        return (parents[0]["local_id"], parents[0]["image"]) if len(parents) == 1 else None
+
+    def action_reference(self) -> None:
+        reference = self._selected_image()
+        if reference is None:
+            return
+        number = self.form.add_reference(reference)
+        self.notify(f"Added to the form as <<<image_{number}>>> (Omni).", timeout=3)
+
+    def action_edit_image(self) -> None:
+        reference = self._selected_image()
+        if reference is None:
+            return
+        self.form.start_edit(reference)
+        self.notify("Omni edit: describe the change to <<<image_1>>>, then ctrl+j.", timeout=4)
+
+    def action_expand(self) -> None:
+        reference = self._selected_image()
+        if reference is not None:
+            self._open_expand(reference.source, reference.label, reference.parent)
+
+    def _open_expand(
+        self, source: str, label: str, parent: tuple[str, int] | None, previous: TaskRecord | None = None
+    ) -> None:
+        from kling_tui.api.validation import image_size
+        from kling_tui.ui.expand_dialog import ExpandDialog
+
+        size = None
+        if source and not source.startswith(("http://", "https://")):
+            try:
+                found = image_size(Path(source).expanduser().read_bytes())
+            except OSError:
+                found = None
+            size = (found[1], found[2]) if found else None
+
+        def send(request: Any) -> None:
+            if request is None:
+                return
+            if not self.ensure_connected():
+                self.notify("Not connected yet.", severity="warning")
+                return
+            self._enqueue([request])
+
+        dialog = ExpandDialog(source, label, size, parent)
+        self.push_screen(dialog, send)
+        if previous is not None:
+            dialog.call_after_refresh(dialog.fill, previous.params)
+
+    def _go_to_task(self, local_id: str) -> None:
+        record = self.store.get(local_id)
+        if record is None:
+            self.notify(f"Task {local_id} is no longer in the history.", severity="warning")
+            return
+        if not self.table.known(local_id):
+            self.table.upsert(record)  # sorted into its place by time, even when filtered out
+        self.table.move_cursor(row=self.table.get_row_index(local_id), animate=False)
+        self.table.focus()
+
+    def action_parent(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        parents = record.parents
+        if not parents:
+            self.notify("This task was not made from another task's image.", timeout=3)
+            return
+        if len(parents) == 1:
+            self._go_to_task(parents[0]["local_id"])
+            return
+        labels = [f"{p['local_id']} image {p['image']}" for p in parents]
+        self.push_screen(
+            QuickPick("Go to which parent?", labels),
+            lambda choice: self._go_to_task(choice.split(" ")[0]) if choice else None,
+        )
+
+    @on(ReferenceList.AddRequested)
+    def _pick_history_image(self, message: ReferenceList.AddRequested) -> None:
+        from kling_tui.work.references import ImageRefError, image_of
+
+        rows = [r for r in self.store.recent(PAGE_SIZE * 5, status=("succeed",)) if r.image_count]
+        items = [
+            (
+                f"{short(row.prompt, 60)} · {row.model or '-'} · image {i}/{row.image_count} · {row.local_id}",
+                (row.local_id, i),
+            )
+            for row in rows
+            for i in range(1, row.image_count + 1)
+        ]
+        if not items:
+            self.notify("No finished task with images in the history yet.", severity="warning")
+            return
+
+        def chosen(choice: tuple[str, int] | None) -> None:
+            record = self.store.get(choice[0]) if choice else None
+            if choice is None or record is None:
+                return
+            try:
+                found = image_of(self.store, record, choice[1])
+            except ImageRefError as exc:
+                self.notify(plain(exc), title="No image to use", severity="warning", markup=False)
+                return
+            number = self.form.add_reference(Reference.of_task(found.source, record.local_id, choice[1]))
+            self.notify(f"Added as <<<image_{number}>>>.", timeout=3)
+
+        self.push_screen(TaskImagePick(items), chosen)
 
     def _resubmit(self, record: TaskRecord, **changes: Any) -> None:
         from kling_tui.api.types import request_from_params

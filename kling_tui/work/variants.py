@@ -7,9 +7,11 @@ import itertools
 import uuid
 
 from kling_tui.api.capabilities import Capabilities
-from kling_tui.api.types import GenerationRequest, MultiImageRequest
+from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
+from kling_tui.api.validation import images_made
 
-Request = GenerationRequest | MultiImageRequest
+# The requests a form fans out (an expansion has no model or ratio to vary).
+Request = GenerationRequest | MultiImageRequest | OmniRequest
 
 
 def prompt_lines(prompt: str) -> list[str]:
@@ -56,7 +58,7 @@ def estimate_units(requests: list[Request], caps: Capabilities) -> float:
     for request in requests:
         model = caps.get(request.model_name or caps.default_model)
         if model is not None:
-            total += model.units(request.n or 1, getattr(request, "resolution", None))
+            total += model.units(images_made(request.kind, request.params()), getattr(request, "resolution", None))
     return total
 
 
