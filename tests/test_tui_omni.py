@@ -71,7 +71,8 @@ async def test_omni_mode_lists_references_and_renumbers_the_prompt_on_removal(sa
         await add_file(app, pilot, sofa)
         listed = app.query_one(ReferenceList)
         assert [r.label for r in listed.references] == ["cat.png", "sofa.jpg"]
-        assert "<<<image_2>>>" in str(listed.get_option_at_index(1).prompt)
+        assert str(listed.get_option_at_index(1).prompt) == "2  sofa.jpg"
+        assert app.query_one("#aspect", Select).value == "auto"  # Omni's default
         prompt = app.query_one("#prompt", TextArea)
         prompt.text = "put <<<image_2>>> under the cat"
         await wait_for(pilot, lambda: "never refers to <<<image_1>>>" in str(app.query_one("#omni-hint").render()))
@@ -146,6 +147,12 @@ async def test_edit_key_sends_an_omni_edit_that_records_its_parent(sandbox):
         await wait_for(pilot, lambda: app.table.row_count == 2)
         child = app.table.selected_key
         await wait_for(pilot, lambda: "succeed" in cell_text(app.table, child, "status"), what="the edit")
+        lineage = app.preview.query_one("#preview-lineage")
+        await wait_for(pilot, lambda: "↑ from “a red bicycle” image 2 · P goes there" in str(lineage.render()))
+        app.table.focus()
+        await pilot.press("P")
+        assert app.table.selected_key == parent
+        await wait_for(pilot, lambda: "↓ made from it: 1 task: “<<<image_1>>> in blue”" in str(lineage.render()))
     record = sandbox_history().get(child)
     assert record.kind == "omni" and record.prompt == "<<<image_1>>> in blue"
     assert record.parents == [{"local_id": parent, "image": 2}]
@@ -233,3 +240,24 @@ async def test_history_picker_adds_an_image_of_a_past_task(sandbox):
         await wait_for(pilot, lambda: not isinstance(app.screen, TaskImagePick))
         assert [r.parent for r in app.form.references] == [(key, 2)]
         assert app.form.references[0].label == f"task {key} image 2"
+
+
+async def test_a_series_is_shown_as_one_numbered_set(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 48)) as pilot:
+        app.query_one("#mode", Select).value = "omni"
+        await pilot.pause()
+        app.query_one("#model", Select).value = "kling-v3-omni"
+        await pilot.pause()
+        app.query_one("#result-type", Select).value = "series"
+        await pilot.pause()
+        assert app.query_one("#series-box").display and not app.query_one("#n-box").display
+        app.query_one("#series-amount", Input).value = "3"
+        await wait_for(pilot, lambda: "3 images on kling-v3-omni" in str(app.query_one("#estimate").render()))
+        key = await finished_task(app, pilot, "a fox's day in four seasons")
+        assert len(sandbox_history().get(key).image_paths) == 3
+        caption = app.preview.query_one("#preview-caption")
+        await wait_for(pilot, lambda: str(caption.render()).startswith("series 1/3 · image-1"))
+        app.preview.focus()
+        await pilot.press("right")
+        assert str(caption.render()).startswith("series 2/3 · image-2")

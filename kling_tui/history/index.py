@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the parents column (lineage)
 
 ACTIVE_STATUSES = ("pending", "queued", "submitted", "processing")
 FINAL_LOCAL_STATUSES = ("succeed", "failed", "not_created", "error")
@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     image_count INTEGER NOT NULL,
     grp TEXT,
     external_task_id TEXT,
-    search TEXT NOT NULL
+    search TEXT NOT NULL,
+    parents TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (created_at DESC, local_id DESC);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at DESC);
@@ -67,6 +68,7 @@ _COLUMNS = (
     "grp",
     "external_task_id",
     "search",
+    "parents",
 )
 _ROW_COLUMNS = ", ".join(_COLUMNS[:15])
 _UPSERT = f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -113,6 +115,8 @@ def row_values(record: Any) -> tuple:
     model = record.model
     image_count = len(record.image_urls) or len(record.image_paths)
     search = "\n".join((prompt, model or "", record.task_id or "")).casefold()
+    # " id:image " per parent: a task's children are the rows holding " <its id>:".
+    parents = "".join(f" {p['local_id']}:{p['image']} " for p in getattr(record, "parents", ()))
     return (
         record.local_id,
         record.created_at,
@@ -131,6 +135,7 @@ def row_values(record: Any) -> tuple:
         record.group,
         record.external_task_id,
         search,
+        parents,
     )
 
 
@@ -292,6 +297,11 @@ class TaskIndex:
         sql = f"SELECT local_id FROM tasks WHERE {column} = ? ORDER BY created_at DESC LIMIT 1"
         row = self.conn.execute(sql, (value,)).fetchone()
         return row[0] if row else None
+
+    def children(self, local_id: str) -> list[TaskRow]:
+        """Tasks made from an image of `local_id`, oldest first."""
+        sql = f"SELECT {_ROW_COLUMNS} FROM tasks WHERE instr(parents, ?) > 0 ORDER BY created_at, local_id"
+        return [TaskRow.from_db(r) for r in self.conn.execute(sql, (f" {local_id}:",))]
 
     def unit_totals(self) -> list[tuple[str, str, int, int, float]]:
         """(local day, model, tasks, images, units) of finished tasks, newest day first."""

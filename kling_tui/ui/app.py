@@ -438,7 +438,32 @@ class KlingApp(App[None]):
         note = ""
         if record.status in ("failed", "not_created", "error"):
             note = f"{record.status.replace('_', ' ')}: {record.status_msg}"
-        self.preview.show_task(record.local_id, paths, list(record.image_urls), record.status, note)
+        self.preview.show_task(
+            record.local_id,
+            paths,
+            list(record.image_urls),
+            record.status,
+            note,
+            lineage=self._lineage(record),
+            series=record.params.get("result_type") == "series",
+        )
+
+    def _lineage(self, record: TaskRecord) -> str:
+        """Where a task came from (P goes there) and what was made from its images."""
+        lines = []
+        for parent in record.parents:
+            source = self.store.get(parent["local_id"])
+            what = f"“{short(source.prompt or source.kind, 40)}”" if source else f"task {parent['local_id']}"
+            gone = "" if source else " (no longer in the history)"
+            lines.append(f"↑ from {what} image {parent['image']}{gone}")
+        if lines:
+            lines[-1] += " · P goes there"
+        children = self.store.children(record.local_id)
+        if children:
+            names = ", ".join(f"“{short(c.prompt or c.kind, 30)}”" for c in children[-3:])
+            more = "" if len(children) <= 3 else f" (newest 3 of {len(children)})"
+            lines.append(f"↓ made from it: {len(children)} task{'s' if len(children) != 1 else ''}: {names}{more}")
+        return "\n".join(lines)
 
     @on(events.DescendantFocus)
     def _mark_active_pane(self, event: events.DescendantFocus) -> None:

@@ -236,7 +236,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             with Vertical(classes="half hidden", id="series-box"):
                 yield Label(f"Series images ({SERIES_MIN}-{SERIES_MAX})", classes="field-label")
                 yield Input(value="4", id="series-amount", type="integer", max_length=2, compact=True)
-        yield Label("Reference images (<<<image_N>>> in the prompt; type @)", classes="field-label omni-only hidden")
+        yield Label("Reference images (N is <<<image_N>>>)", classes="field-label omni-only hidden")
         yield ReferenceList(id="references", classes="omni-only hidden", compact=True)
         yield Static("a add a file or URL · t from history · d remove · K/J move", classes="hint omni-only hidden")
         yield Static("", id="omni-hint", classes="hint")
@@ -515,6 +515,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._pending_selects = {}
         multi = self.mode == "multi"
         omni = self.mode == "omni"
+        if omni and getattr(self, "_last_mode", "omni") != "omni":
+            pending.setdefault("aspect", "auto")  # Omni's default: the model follows the inputs
+        self._last_mode = self.mode
         endpoint = OMNI_IMAGE if omni else "generations"
         names = (
             self.caps.multi_image_models()

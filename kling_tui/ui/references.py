@@ -119,7 +119,7 @@ class ReferenceList(OptionList):
             return
         self.add_options(
             [
-                Option(Text.assemble((f"<<<image_{i}>>> ", "bold"), short(ref.label)), id=str(i))
+                Option(Text.assemble((f"{i}  ", "bold"), short(ref.label)), id=str(i))
                 for i, ref in enumerate(references, start=1)
             ]
         )
