@@ -37,7 +37,7 @@ from typing import Any
 
 import tomli_w
 
-from kling_tui.api.capabilities import Capabilities, ModelCaps, default_capabilities, load_capabilities
+from kling_tui.api.capabilities import ENDPOINTS, Capabilities, ModelCaps, default_capabilities, load_capabilities
 from kling_tui.base import locations
 from kling_tui.base.atomic import move_aside, write_atomic
 
@@ -233,6 +233,8 @@ def _model_value_ok(key: str, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
     if key == "label":
         return isinstance(value, str)
+    if key == "endpoints":
+        return isinstance(value, list) and all(v in ENDPOINTS for v in value)
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 

@@ -39,6 +39,8 @@ def test_a_series_makes_series_amount_images(sandbox):
     assert run.code == 0, run.stderr
     task = run.json()
     assert task["params"]["result_type"] == "series" and len(task["images"]) == 3
+    assert task["n"] == 3  # the images it made, as `list` shows them
+    assert f"{task['local_id']}  succeed     kling-v3-omni n=3" in kling("list").stdout
 
 
 def test_an_image_from_the_history_is_the_input_and_its_lineage_is_recorded(sandbox, tmp_path):

@@ -198,3 +198,17 @@ def test_badly_typed_model_fields_are_ignored(field_value):
     s = load_settings()
     assert s.capabilities().get("kling-v1").units_per_image == 1.0
     assert len(s.warnings) == 1
+
+
+def test_a_model_from_the_config_can_serve_the_omni_endpoint():
+    _write_config('[models.house-omni]\nendpoints = ["omni-image"]\nseries = true\naspect_ratios = ["auto"]\n')
+    caps = load_settings().capabilities()
+    assert caps.models_for("omni-image") == ["kling-image-o1", "kling-v3-omni", "house-omni"]
+    assert caps.get("house-omni").series and "house-omni" not in caps.models_for("generations")
+
+
+def test_an_unknown_endpoint_is_ignored_with_a_warning():
+    _write_config('[models.kling-v1]\nendpoints = ["video"]\n')
+    s = load_settings()
+    assert s.capabilities().get("kling-v1").endpoints == ("generations",)
+    assert s.warnings == ["[models.kling-v1] endpoints has the wrong type (got ['video']); ignored."]

@@ -337,3 +337,16 @@ async def test_an_unanswered_omni_create_is_settled_by_its_external_id_on_restar
     finally:
         await restarted.aclose()
         await restarted.client.aclose()
+
+
+def test_the_sandbox_command_sets_where_result_type_sits():
+    import argparse
+
+    from kling_tui.sandbox.cli import add_arguments, config_from
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from(parser.parse_args([])).result_type_at == "task_result"
+    assert config_from(parser.parse_args(["--result-type-at", "task"])).result_type_at == "task"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--result-type-at", "elsewhere"])

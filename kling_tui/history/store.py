@@ -93,8 +93,8 @@ class TaskRecord:
 
     @property
     def slots(self) -> int:
-        """The images this task makes: the concurrency slots it holds while it runs."""
-        return images_made(self.kind, self.params)
+        """The concurrency slots the task holds while it runs: one per image it makes."""
+        return self.n
 
     @property
     def prompt(self) -> str:
@@ -108,8 +108,8 @@ class TaskRecord:
 
     @property
     def n(self) -> int:
-        value = self.params.get("n")
-        return value if isinstance(value, int) and not isinstance(value, bool) else 1
+        """The images the task makes: `n`, or `series_amount` for an Omni series."""
+        return images_made(self.kind, self.params)
 
     @property
     def aspect_ratio(self) -> str | None:

@@ -8,7 +8,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kling_tui.sandbox.config import DEFAULT_ACCESS_KEY, DEFAULT_API_KEY, DEFAULT_SECRET_KEY, SandboxConfig
+from kling_tui.sandbox.config import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_API_KEY,
+    DEFAULT_SECRET_KEY,
+    RESULT_TYPE_PLACES,
+    SandboxConfig,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a task stays processing (default: %(default)s)",
     )
     parser.add_argument("--webhook-secret", default=None, help="sign callbacks with this whsec_... secret")
+    parser.add_argument(
+        "--result-type-at",
+        choices=RESULT_TYPE_PLACES,
+        default=defaults.result_type_at,
+        help="where an omni-image task carries result_type: in task_result, at the task's top level, "
+        "or nowhere (Kling does not document it; default: %(default)s)",
+    )
 
 
 def config_from(args: argparse.Namespace) -> SandboxConfig:
@@ -49,6 +62,7 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
         secret_key=args.secret_key,
         api_key=args.api_key,
         webhook_secret=args.webhook_secret,
+        result_type_at=args.result_type_at,
     )
 
 

@@ -10,6 +10,7 @@ from kling_tui.api.capabilities import Capabilities
 DEFAULT_ACCESS_KEY = "sandbox-access-key"
 DEFAULT_SECRET_KEY = "sandbox-secret-key-not-a-real-secret"  # >= 32 bytes: PyJWT warns below
 DEFAULT_API_KEY = "sandbox-api-key"
+RESULT_TYPE_PLACES = ("task_result", "task", "none")
 
 
 @dataclass
