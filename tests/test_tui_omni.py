@@ -261,3 +261,22 @@ async def test_a_series_is_shown_as_one_numbered_set(sandbox):
         app.preview.focus()
         await pilot.press("right")
         assert str(caption.render()).startswith("series 2/3 · image-2")
+
+
+async def test_an_omni_draft_comes_back_after_a_restart(sandbox, tmp_path):
+    app = app_for(sandbox)
+    cat = png(tmp_path / "cat.png")
+    async with app.run_test(size=(140, 48)) as pilot:
+        app.query_one("#mode", Select).value = "omni"
+        await pilot.pause()
+        app.query_one("#model", Select).value = "kling-v3-omni"
+        await add_file(app, pilot, cat)
+        app.query_one("#prompt", TextArea).text = "<<<image_1>>> as a mosaic"
+        await pilot.pause(0.3)
+    again = app_for(sandbox)
+    async with again.run_test(size=(140, 48)) as pilot:
+        await pilot.pause()
+        assert again.form.mode == "omni"
+        assert again.query_one("#model", Select).value == "kling-v3-omni"
+        assert [r.source for r in again.form.references] == [cat]
+        assert again.query_one("#prompt", TextArea).text == "<<<image_1>>> as a mosaic"

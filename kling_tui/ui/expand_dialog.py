@@ -48,10 +48,13 @@ def preset_sides(preset: Preset, size: tuple[int, int] | None) -> tuple[float, f
     if size is None or preset.ratio is None:
         return None
     width, height = size
+    # Four decimals: within a pixel of the ratio up to ~10,000 px; a sliver of less is no expansion.
     if width / height < preset.ratio:  # too narrow: grow left and right equally
-        each = (height * preset.ratio / width - 1) / 2
+        each = round((height * preset.ratio / width - 1) / 2, 4)
+        each = each if each >= 0.002 else 0.0
         return (each, each, 0.0, 0.0)
-    each = (width / preset.ratio / height - 1) / 2
+    each = round((width / preset.ratio / height - 1) / 2, 4)
+    each = each if each >= 0.002 else 0.0
     return (0.0, 0.0, each, each)
 
 
@@ -77,6 +80,7 @@ class ExpandDialog(ModalScreen[ExpandRequest | None]):
                     for i, preset in enumerate(PRESETS, start=1)
                 ],
                 id="presets",
+                compact=True,
             )
             yield Label("Grow each side by a share of the image (0 to 2)", classes="field-label")
             with Horizontal(classes="row"):
@@ -179,6 +183,8 @@ class ExpandDialog(ModalScreen[ExpandRequest | None]):
         for side, value in zip(SIDE_ORDER, sides):
             self.query_one(f"#side-{side}", Input).value = f"{value:g}"
         self._update()
+        if not any(sides):
+            self.notify(f"The image is already about {preset.label.split()[0]}.", timeout=3)
 
     def on_key(self, event) -> None:
         presets = self.query_one("#presets", OptionList)

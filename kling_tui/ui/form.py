@@ -357,12 +357,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
             return
         if values.get("mode") in ("generation", "multi", "omni"):
             self.query_one("#mode", Select).value = values["mode"]
-        if values.get("model") in self.caps.models:
-            self.query_one("#model", Select).value = values["model"]
         if isinstance(values.get("prompt"), str):
             self.query_one("#prompt", TextArea).text = values["prompt"]
+        # Set once the mode's options are in place (an Omni model is not among the generation models).
         self._pending_selects = {
-            k: values[k] for k in ("reference", "aspect", "resolution", "result-type") if k in values
+            k: values[k] for k in ("model", "reference", "aspect", "resolution", "result-type") if k in values
         }
         for widget in self.query(Input):
             if widget.id in values and isinstance(values[widget.id], str):
@@ -525,11 +524,13 @@ class GenerationForm(VerticalScroll, can_focus=False):
             else [m for m in self.caps.models_for(endpoint) if not self.caps.models[m].discontinued]
         )
         model_select = self.query_one("#model", Select)
-        current = str(model_select.value)
+        current = pending.get("model") or str(model_select.value)
         if [o for o in names] != getattr(self, "_model_options", None):
             self._model_options = list(names)
             model_select.set_options([(n, n) for n in names])
-            model_select.value = current if current in names else names[0]
+        chosen = current if current in names else names[0]
+        if model_select.value != chosen:
+            model_select.value = chosen
         model = self.model
         image = "" if omni else self._text("image")
         single = not multi and not omni  # the generations endpoint
@@ -741,6 +742,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self.use_omni()
         self.set_references([reference], highlight=0)
         self._set_options("aspect", self.model.aspect_ratios, "auto")
+        self._set_options("result-type", self._options["result-type"], "single")
+        self.query_one("#n", Input).value = "1"  # one edit to look at; n is one key away
+        self.refresh_capabilities()
         prompt = self.query_one("#prompt", PromptArea)
         prompt.text = "<<<image_1>>> "
         prompt.move_cursor(prompt.document.end)
