@@ -280,3 +280,35 @@ async def test_an_omni_draft_comes_back_after_a_restart(sandbox, tmp_path):
         assert again.query_one("#model", Select).value == "kling-v3-omni"
         assert [r.source for r in again.form.references] == [cat]
         assert again.query_one("#prompt", TextArea).text == "<<<image_1>>> as a mosaic"
+
+
+async def test_e_on_an_omni_task_or_an_expansion_brings_back_its_inputs(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 48)) as pilot:
+        parent = await finished_task(app, pilot, "a glass vase", model="kling-v2")
+        app.table.focus()
+        await pilot.press("E")
+        await pilot.press(*"cracked")
+        edit = await finished_task(app, pilot, app.query_one("#prompt", TextArea).text)
+        app.query_one("#mode", Select).value = "generation"
+        app.query_one("#prompt", TextArea).text = "something else"
+        await pilot.pause()
+        app.table.focus()
+        await pilot.press("e")
+        assert app.form.mode == "omni" and app.query_one("#prompt", TextArea).text == "<<<image_1>>> cracked"
+        assert [r.label for r in app.form.references] == [f"task {parent} image 1"]
+
+        app.table.focus()
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExpandDialog))
+        await pilot.press("5")  # 2x wider
+        app.screen.query_one("#expand-prompt", Input).value = "more shelf"
+        await pilot.press("ctrl+j")
+        await wait_for(pilot, lambda: app.table.row_count == 3)
+        app.table.focus()
+        await pilot.press("e")  # on the expansion: the dialog again, as it was sent
+        await wait_for(pilot, lambda: isinstance(app.screen, ExpandDialog))
+        await wait_for(pilot, lambda: app.screen.query_one("#side-left", Input).value == "0.5")
+        assert app.screen.query_one("#expand-prompt", Input).value == "more shelf"
+        assert app.screen.lineage == (edit, 1)
+        await pilot.press("escape")

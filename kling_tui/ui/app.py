@@ -983,6 +983,14 @@ class KlingApp(App[None]):
             yield SystemCommand("Unstar task" if record.starred else "Star task", "Toggle the star", self.action_star)
             yield SystemCommand("Note on task", "Add or edit a note", self.action_note)
             yield SystemCommand("Compare with…", "Mark this task, then another", self.action_compare)
+            if record.status == "succeed" and record.image_urls:
+                yield SystemCommand("Use image as reference", "Omni: the previewed image", self.action_reference)
+                yield SystemCommand(
+                    "Edit image with a prompt", "Omni: the image as <<<image_1>>>", self.action_edit_image
+                )
+                yield SystemCommand("Expand image…", "Grow its sides (outpainting)", self.action_expand)
+            if record.parents:
+                yield SystemCommand("Go to parent task", "The task its input came from", self.action_parent)
             if record.status == "queued":
                 yield SystemCommand("Cancel queued task", "It was not sent yet", self.action_cancel_queued)
         yield SystemCommand("Starred only", "Toggle the star filter", self.action_starred_only)
