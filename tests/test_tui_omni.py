@@ -48,12 +48,13 @@ async def finished_task(app, pilot, prompt: str, **fields) -> str:
     await pilot.press("ctrl+j")
     await wait_for(pilot, lambda: app.table.row_count == before + 1, what="the new row")
     key = app.table.selected_key
-    await wait_for(pilot, lambda: saved(key), what="the saved images")
+    # Drawing and saving a few 1k images takes seconds on a loaded machine.
+    await wait_for(pilot, lambda: saved(app, key), timeout=60, what="the saved images")
     return key
 
 
-def saved(key: str) -> bool:
-    record = sandbox_history().get(key)
+def saved(app, key: str) -> bool:
+    record = app.store.get(key)  # the app's own store: no second index connection while it writes
     return bool(record and record.status == "succeed" and record.image_paths)
 
 
@@ -175,7 +176,7 @@ async def test_reference_key_adds_the_previewed_image_and_p_walks_to_the_parent(
         await wait_for(pilot, lambda: app.table.row_count == 3)
         child = app.table.selected_key
         await wait_for(pilot, lambda: "succeed" in cell_text(app.table, child, "status"))
-        assert sandbox_history().get(child).parents == [
+        assert app.store.get(child).parents == [
             {"local_id": second, "image": 1},
             {"local_id": first, "image": 1},
         ]
@@ -191,7 +192,7 @@ async def test_expand_dialog_shows_the_size_explains_the_area_rule_and_sends(san
     app = app_for(sandbox)
     async with app.run_test(size=(140, 48)) as pilot:
         parent = await finished_task(app, pilot, "a cabin", model="kling-v2", aspect="16:9")
-        width, height = Image.open(sandbox_history().task_dir(parent) / "image-1.png").size
+        width, height = Image.open(app.store.task_dir(parent) / "image-1.png").size
         app.table.focus()
         await pilot.press("x")
         await wait_for(pilot, lambda: isinstance(app.screen, ExpandDialog))
@@ -217,7 +218,7 @@ async def test_expand_dialog_shows_the_size_explains_the_area_rule_and_sends(san
         await wait_for(pilot, lambda: not isinstance(app.screen, ExpandDialog))
         await wait_for(pilot, lambda: app.table.row_count == 2)
         child = app.table.selected_key
-        await wait_for(pilot, lambda: saved(child), what="the expansion")
+        await wait_for(pilot, lambda: saved(app, child), timeout=60, what="the expansion")
     record = sandbox_history().get(child)
     assert record.kind == "expand" and record.parents == [{"local_id": parent, "image": 1}]
     assert record.params["left_expansion_ratio"] == 0.5 and record.params["right_expansion_ratio"] == 0.5
@@ -255,7 +256,7 @@ async def test_a_series_is_shown_as_one_numbered_set(sandbox):
         app.query_one("#series-amount", Input).value = "3"
         await wait_for(pilot, lambda: "3 images on kling-v3-omni" in str(app.query_one("#estimate").render()))
         key = await finished_task(app, pilot, "a fox's day in four seasons")
-        assert len(sandbox_history().get(key).image_paths) == 3
+        assert len(app.store.get(key).image_paths) == 3
         caption = app.preview.query_one("#preview-caption")
         await wait_for(pilot, lambda: str(caption.render()).startswith("series 1/3 · image-1"))
         app.preview.focus()
