@@ -55,7 +55,8 @@ async def finished_task(app, pilot, prompt: str, **fields) -> str:
 
 def saved(app, key: str) -> bool:
     record = app.store.get(key)  # the app's own store: no second index connection while it writes
-    return bool(record and record.status == "succeed" and record.image_paths)
+    # Images are saved one by one: wait for every one of them.
+    return bool(record and record.status == "succeed" and len(record.image_paths) == len(record.image_urls) > 0)
 
 
 async def test_omni_mode_lists_references_and_renumbers_the_prompt_on_removal(sandbox, tmp_path):
