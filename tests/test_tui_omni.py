@@ -101,6 +101,18 @@ async def test_omni_mode_lists_references_and_renumbers_the_prompt_on_removal(sa
         assert prompt.text == "<<<image_2>>> then <<<image_1>>>"
 
 
+async def test_element_ids_are_checked_against_the_prompt(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 48)) as pilot:
+        app.query_one("#mode", Select).value = "omni"
+        await pilot.pause()
+        app.query_one("#elements", Input).value = "el-123"
+        app.query_one("#prompt", TextArea).text = "<<<element_1>>> meets <<<element_2>>>"
+        await wait_for(pilot, lambda: "<<<element_2>>> refers to no element (1 given)" in problems_text(app))
+        app.query_one("#elements", Input).value = "el-123, el-456"
+        await wait_for(pilot, lambda: "element" not in problems_text(app))
+
+
 async def test_at_offers_the_references_and_inserts_one(sandbox, tmp_path):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 48)) as pilot:
@@ -187,6 +199,8 @@ async def test_reference_key_adds_the_previewed_image_and_p_walks_to_the_parent(
         await wait_for(pilot, lambda: app.table.selected_key == first)
         await pilot.press("P")
         assert app.table.selected_key == first  # no parent: stays, says so
+        await pilot.press("C")  # and back down to what was made from it
+        assert app.table.selected_key == child
 
 
 async def test_expand_dialog_shows_the_size_explains_the_area_rule_and_sends(sandbox):

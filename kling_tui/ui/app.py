@@ -93,6 +93,7 @@ class KlingApp(App[None]):
         Binding("E", "edit_image", "Edit image with a prompt", show=False, id="task.edit_image"),
         Binding("x", "expand", "Expand image…", show=False, id="task.expand"),
         Binding("P", "parent", "Go to parent task", show=False, id="task.parent"),
+        Binding("C", "children", "Go to a task made from it", show=False, id="task.children"),
     ]
     # Single-letter keys act on tasks only while no text field has focus.
     TEXT_SAFE_ACTIONS = frozenset(
@@ -117,6 +118,7 @@ class KlingApp(App[None]):
             "edit_image",
             "expand",
             "parent",
+            "children",
         }
     )
 
@@ -462,7 +464,9 @@ class KlingApp(App[None]):
         if children:
             names = ", ".join(f"“{short(c.prompt or c.kind, 30)}”" for c in children[-3:])
             more = "" if len(children) <= 3 else f" (newest 3 of {len(children)})"
-            lines.append(f"↓ made from it: {len(children)} task{'s' if len(children) != 1 else ''}: {names}{more}")
+            lines.append(
+                f"↓ made from it: {len(children)} task{'s' if len(children) != 1 else ''}: {names}{more} · C goes there"
+            )
         return "\n".join(lines)
 
     @on(events.DescendantFocus)
@@ -795,9 +799,31 @@ class KlingApp(App[None]):
         if len(parents) == 1:
             self._go_to_task(parents[0]["local_id"])
             return
-        labels = [f"{p['local_id']} image {p['image']}" for p in parents]
+        labels = []
+        for parent in parents:
+            source = self.store.get(parent["local_id"])
+            about = f" · {short(source.prompt, 40)}" if source else ""
+            labels.append(f"{parent['local_id']} image {parent['image']}{about}")
         self.push_screen(
             QuickPick("Go to which parent?", labels),
+            lambda choice: self._go_to_task(choice.split(" ")[0]) if choice else None,
+        )
+
+    def action_children(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        children = self.store.children(record.local_id)
+        if not children:
+            self.notify("Nothing was made from this task's images yet.", timeout=3)
+            return
+        if len(children) == 1:
+            self._go_to_task(children[0].local_id)
+            return
+        newest = list(reversed(children))[: len(QuickPick.KEYS)]
+        labels = [f"{c.local_id} · {c.kind} · {short(c.prompt, 40)}" for c in newest]
+        self.push_screen(
+            QuickPick("Go to which task made from it?", labels),
             lambda choice: self._go_to_task(choice.split(" ")[0]) if choice else None,
         )
 
@@ -991,6 +1017,7 @@ class KlingApp(App[None]):
                 yield SystemCommand("Expand image…", "Grow its sides (outpainting)", self.action_expand)
             if record.parents:
                 yield SystemCommand("Go to parent task", "The task its input came from", self.action_parent)
+            yield SystemCommand("Go to a task made from it", "Its children (lineage)", self.action_children)
             if record.status == "queued":
                 yield SystemCommand("Cancel queued task", "It was not sent yet", self.action_cancel_queued)
         yield SystemCommand("Starred only", "Toggle the star filter", self.action_starred_only)

@@ -62,6 +62,7 @@ FIELD_WIDGET = {
     "style_image": "style",
     "model_name": "model",
     "image_list": "references",
+    "element_list": "elements",
     "result_type": "result-type",
     "series_amount": "series-amount",
 }
@@ -240,6 +241,13 @@ class GenerationForm(VerticalScroll, can_focus=False):
         yield ReferenceList(id="references", classes="omni-only hidden", compact=True)
         yield Static("a add a file or URL · t from history · d remove · K/J move", classes="hint omni-only hidden")
         yield Static("", id="omni-hint", classes="hint")
+        yield Label("Element ids (optional, <<<element_N>>>)", classes="field-label omni-only hidden")
+        yield Input(
+            placeholder="ids of your Kling elements, comma-separated",
+            id="elements",
+            classes="omni-only hidden",
+            compact=True,
+        )
         yield Label("Reference image", classes="field-label", id="image-label")
         yield Input(
             placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester(), compact=True
@@ -395,6 +403,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         if kind == "omni":
             values["aspect"] = params.get("aspect_ratio") or "auto"
             values["result-type"] = params.get("result_type") or "single"
+            values["elements"] = ", ".join(str(e) for e in params.get("elements") or [])
             values["series-amount"] = str(params.get("series_amount") or 4)
             values["references"] = (
                 references if references is not None else [Reference.of(i) for i in params.get("images") or []]
@@ -432,6 +441,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             omni = OmniRequest(
                 prompt=prompt,
                 images=[r.source for r in self.references],
+                elements=[e.strip() for e in self._text("elements").split(",") if e.strip()],
                 resolution=str(self.query_one("#resolution", Select).value),
                 result_type="series" if series else None,
                 series_amount=self._number("series-amount", "series_amount", int, problems) if series else None,

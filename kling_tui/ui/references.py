@@ -188,7 +188,12 @@ class ReferenceCompletion(ModalScreen[int | None]):
 
     def on_mount(self) -> None:
         box = self.query_one("#completion")
-        box.styles.offset = self.at
+        x, y = self.at
+        width, height = self.app.size
+        rows = min(len(self.references), 10) + 2
+        if y + rows > height:  # no room below the cursor: open above it
+            y = max(0, y - rows - 1)
+        box.styles.offset = (max(0, min(x, width - 48)), y)
         self.query_one(OptionList).highlighted = 0
 
     def on_key(self, event) -> None:
