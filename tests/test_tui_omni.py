@@ -328,3 +328,27 @@ async def test_e_on_an_omni_task_or_an_expansion_brings_back_its_inputs(sandbox)
         assert app.screen.query_one("#expand-prompt", Input).value == "more shelf"
         assert app.screen.lineage == (edit, 1)
         await pilot.press("escape")
+
+
+async def test_image_keys_on_a_task_without_images_explain_and_change_nothing(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 48)) as pilot:
+        app.query_one("#prompt", TextArea).text = "a boat #fail"
+        await pilot.pause()
+        await pilot.press("ctrl+j")
+        await wait_for(pilot, lambda: app.table.row_count == 1)
+        key = app.table.selected_key
+        await wait_for(pilot, lambda: "failed" in cell_text(app.table, key, "status"))
+        app.table.focus()
+        for letter in ("R", "E", "x"):
+            await pilot.press(letter)
+        await pilot.pause()
+        assert app.screen is app.screen_stack[0]  # no dialog opened
+        assert app.form.mode == "generation" and app.form.references == []
+        assert app.query_one("#prompt", TextArea).text == "a boat #fail"  # the form is kept
+        messages = [n.message for n in app._notifications]
+        assert sum(f"task {key} has no images (status failed)" in m for m in messages) == 3
+        await pilot.press("P", "C")
+        messages = [n.message for n in app._notifications]
+        assert "This task was not made from another task's image." in messages
+        assert "Nothing was made from this task's images yet." in messages
