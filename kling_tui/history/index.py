@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the parents column (lineage)
 
 ACTIVE_STATUSES = ("pending", "queued", "submitted", "processing")
 FINAL_LOCAL_STATUSES = ("succeed", "failed", "not_created", "error")
@@ -38,12 +38,16 @@ CREATE TABLE IF NOT EXISTS tasks (
     image_count INTEGER NOT NULL,
     grp TEXT,
     external_task_id TEXT,
-    search TEXT NOT NULL
+    search TEXT NOT NULL,
+    parents TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (created_at DESC, local_id DESC);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at DESC);
 CREATE INDEX IF NOT EXISTS tasks_task_id ON tasks (task_id);
 CREATE INDEX IF NOT EXISTS tasks_external ON tasks (external_task_id);
+-- Lineage, parent -> child, kept in step with tasks.parents: finds a task's children by index.
+CREATE TABLE IF NOT EXISTS lineage (parent TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (parent, child));
+CREATE INDEX IF NOT EXISTS lineage_child ON lineage (child);
 -- Tasks whose TOML may be newer than their row: a write began and did not finish.
 CREATE TABLE IF NOT EXISTS dirty (local_id TEXT PRIMARY KEY);
 """
@@ -67,6 +71,7 @@ _COLUMNS = (
     "grp",
     "external_task_id",
     "search",
+    "parents",
 )
 _ROW_COLUMNS = ", ".join(_COLUMNS[:15])
 _UPSERT = f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -113,6 +118,8 @@ def row_values(record: Any) -> tuple:
     model = record.model
     image_count = len(record.image_urls) or len(record.image_paths)
     search = "\n".join((prompt, model or "", record.task_id or "")).casefold()
+    # " id:image " per parent (see _lineage_rows).
+    parents = "".join(f" {p['local_id']}:{p['image']} " for p in getattr(record, "parents", ()))
     return (
         record.local_id,
         record.created_at,
@@ -131,7 +138,13 @@ def row_values(record: Any) -> tuple:
         record.group,
         record.external_task_id,
         search,
+        parents,
     )
+
+
+def _lineage_rows(values: tuple) -> list[tuple[str, str]]:
+    """(parent, child) pairs of one row's parents column."""
+    return list(dict.fromkeys((item.rsplit(":", 1)[0], values[0]) for item in values[-1].split()))
 
 
 class IndexDamaged(Exception):
@@ -231,22 +244,32 @@ class TaskIndex:
         """Write one row and clear its dirty mark, in one transaction."""
         with self.transaction() as conn:
             conn.execute(_UPSERT, values)
+            conn.execute("DELETE FROM lineage WHERE child = ?", (values[0],))
+            conn.executemany("INSERT OR IGNORE INTO lineage VALUES (?, ?)", _lineage_rows(values))
             conn.execute("DELETE FROM dirty WHERE local_id = ?", (values[0],))
             if root_mtime_ns is not None:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('root_mtime_ns', ?)", (str(root_mtime_ns),))
 
     def upsert_many(self, rows: Iterable[tuple]) -> None:
+        rows = list(rows)
         with self.transaction() as conn:
             conn.executemany(_UPSERT, rows)
+            conn.executemany("DELETE FROM lineage WHERE child = ?", ((values[0],) for values in rows if values[-1]))
+            conn.executemany(
+                "INSERT OR IGNORE INTO lineage VALUES (?, ?)",
+                (pair for values in rows for pair in _lineage_rows(values)),
+            )
 
     def delete(self, local_id: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM tasks WHERE local_id = ?", (local_id,))
+            conn.execute("DELETE FROM lineage WHERE child = ?", (local_id,))
             conn.execute("DELETE FROM dirty WHERE local_id = ?", (local_id,))
 
     def clear(self) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM tasks")
+            conn.execute("DELETE FROM lineage")
             conn.execute("DELETE FROM dirty")
 
     def get_meta(self, key: str) -> str | None:
@@ -308,6 +331,15 @@ class TaskIndex:
         sql = f"SELECT local_id FROM tasks WHERE {column} = ? ORDER BY created_at DESC LIMIT 1"
         row = self.conn.execute(sql, (value,)).fetchone()
         return row[0] if row else None
+
+    def children(self, local_id: str) -> list[TaskRow]:
+        """Tasks made from an image of `local_id`, oldest first."""
+        columns = ", ".join(f"tasks.{c}" for c in _COLUMNS[:15])
+        sql = (
+            f"SELECT {columns} FROM lineage JOIN tasks ON tasks.local_id = lineage.child"
+            " WHERE lineage.parent = ? ORDER BY tasks.created_at, tasks.local_id"
+        )
+        return [TaskRow.from_db(r) for r in self.conn.execute(sql, (local_id,))]
 
     def unit_totals(self) -> list[tuple[str, str, int, int, float]]:
         """(local day, model, tasks, images, units) of finished tasks, newest day first."""

@@ -590,6 +590,10 @@ class HistoryStore:
         local_id = self._guarded(lambda: self._index.id_where("external_task_id", external_task_id))
         return self.get(local_id) if local_id else None
 
+    def children(self, local_id: str) -> list[TaskRow]:
+        """Tasks made from one of this task's images (lineage), oldest first."""
+        return self._guarded(lambda: self._index.children(local_id))
+
     def unit_totals(self) -> list[tuple[str, str, int, int, float]]:
         """Units spent: (local day, model, finished tasks, images, units), newest day first."""
         return self._guarded(self._index.unit_totals)

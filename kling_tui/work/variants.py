@@ -9,10 +9,11 @@ from collections.abc import Sequence
 
 from kling_tui.api.capabilities import Capabilities
 from kling_tui.api.prices import Price, price
-from kling_tui.api.types import GenerationRequest, MultiImageRequest
+from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
 from kling_tui.api.types import Request as AnyRequest
 
-Request = GenerationRequest | MultiImageRequest
+# The requests a form fans out (an expansion has no model or ratio to vary).
+Request = GenerationRequest | MultiImageRequest | OmniRequest
 
 
 def prompt_lines(prompt: str) -> list[str]:
