@@ -12,6 +12,7 @@
     region = "singapore"              # "singapore" | "beijing" | "custom"
     base_url = "https://..."          # wins over region when set (required for "custom")
     sandbox = false                   # talk to the built-in local sandbox instead
+    request_deadline = 60             # seconds one request or download may take in all
     [ui]
     theme = "textual-dark"
     image_protocol = "auto"           # auto | kitty | sixel | halfcell | unicode | none
@@ -62,6 +63,7 @@ REGIONS = {
 REGION_CHOICES = (*REGIONS, "custom")
 IMAGE_PROTOCOLS = ("auto", "kitty", "sixel", "halfcell", "unicode", "none")
 MAX_CONCURRENCY = 64
+DEFAULT_REQUEST_DEADLINE = 60.0
 
 _MODEL_FIELDS = {f.name: f for f in fields(ModelCaps) if f.name != "name"}
 
@@ -76,6 +78,7 @@ class Settings:
     region: str = "singapore"
     custom_base_url: str = ""
     sandbox: bool = False
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE  # seconds per request or download, in all
     theme: str = "textual-dark"
     image_protocol: str = "auto"
     poll_interval: float = 2.0
@@ -170,7 +173,7 @@ def _type_name(kinds: tuple[type, ...]) -> str:
 _KNOWN = {
     "": {"default_model", "default_models", "auth", "api", "ui", "queue", "keymap", "models", "budget"},
     "auth": {"access_key", "secret_key", "api_key"},
-    "api": {"region", "base_url", "sandbox"},
+    "api": {"region", "base_url", "sandbox", "request_deadline"},
     "ui": {"theme", "image_protocol", "poll_interval"},
     "queue": {"concurrency"},
     "budget": {"daily", "session"},
@@ -193,6 +196,11 @@ def _from_data(data: Mapping[str, Any], warnings: list[str]) -> Settings:
     s.region = region
     s.custom_base_url = r.get("api", "base_url", str, "").strip()
     s.sandbox = r.get("api", "sandbox", bool, False)
+    deadline = r.get("api", "request_deadline", (int, float), s.request_deadline)
+    if not 1 <= deadline <= 3600:
+        warnings.append(f"[api] request_deadline must be between 1 and 3600 seconds (got {deadline}); using 60.")
+        deadline = DEFAULT_REQUEST_DEADLINE
+    s.request_deadline = float(deadline)
 
     s.theme = r.get("ui", "theme", str, s.theme)
     protocol = r.get("ui", "image_protocol", str, s.image_protocol)

@@ -108,6 +108,28 @@ async def main() -> None:
             await wait_for(pilot, lambda: type(app.screen).__name__ == "SummaryScreen")
             await pilot.pause(0.3)
             save(app, "units")
+            await pilot.press("escape")
+
+            # Iterating on an image: an Omni edit of the lighthouse (lineage in the preview), then
+            # the expansion dialog on the edit.
+            app.table.focus()
+            app.table.move_cursor(row=app.table.row_count - 1)
+            await pilot.press("E")
+            app.form.set_prompt("<<<image_1>>> at night, in a storm")
+            await pilot.pause(0.3)
+            await pilot.press("ctrl+j")
+            await wait_for(pilot, lambda: app.table.row_count == 5)
+            await wait_for(pilot, lambda: not app.workbench.running())
+            await wait_for(pilot, lambda: app.preview.shown is not None)
+            app.table.focus()
+            await pilot.pause(0.5)
+            save(app, "omni-edit")
+
+            await pilot.press("x")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ExpandDialog")
+            await pilot.press("3")
+            await pilot.pause(0.3)
+            save(app, "expand")
 
         setup = make_app(load_settings(), image_protocol="halfcell")
         async with setup.run_test(size=SIZE) as pilot:

@@ -184,3 +184,26 @@ def test_full_screen_view(snap_compare, sandbox, four_up):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=ready)
+
+
+def test_form_in_omni_mode_with_two_references(snap_compare, sandbox, fixed_zone, tmp_path):
+    from PIL import Image
+
+    from kling_tui.ui.references import Reference
+
+    app = build(sandbox)
+    cat, sofa = tmp_path / "cat.png", tmp_path / "sofa.jpg"
+    Image.new("RGB", (640, 480), (200, 90, 40)).save(cat)
+    Image.new("RGB", (800, 600), (20, 60, 200)).save(sofa)
+
+    async def ready(pilot):
+        from textual.widgets import Select
+
+        app.query_one("#mode", Select).value = "omni"
+        await pilot.pause()
+        app.form.set_references([Reference.of(str(cat)), Reference.of_task(str(sofa), "20261120-093000-0a1b2c3d", 2)])
+        app.form.set_prompt("the cat from <<<image_1>>> asleep on the sofa in <<<image_2>>>, watercolour")
+        await wait_for(pilot, lambda: "kling-image-o1" in str(app.query_one("#estimate").render()))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=ready)

@@ -59,7 +59,7 @@ async def test_a_discontinued_answer_is_remembered_and_one_key_reruns_on_the_suc
             await wait_for(pilot, lambda: "kling-v1 has been discontinued" in shown(app, "model-warning"))
 
             app.table.focus()
-            await pilot.press("R")
+            await pilot.press("S")
             await wait_for(pilot, lambda: app.table.row_count == 2, what="the re-run's row")
             rerun = app.table.selected_key
             assert rerun != original
@@ -88,7 +88,7 @@ async def test_the_successor_key_explains_itself_on_a_model_that_has_not_retired
         key = await submit(app, pilot, "a quiet harbour", model="kling-v3")
         await wait_for(pilot, lambda: "succeed" in status(app, key))
         app.table.focus()
-        await pilot.press("R")
+        await pilot.press("S")
         await pilot.pause()
         assert app.table.row_count == 1
         assert any("kling-v3 has not retired" in str(n.message) for n in app._notifications)

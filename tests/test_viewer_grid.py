@@ -166,8 +166,8 @@ async def test_grid_of_a_task_and_of_a_variant_group_with_the_table_keys(sandbox
         await pilot.press("f")
         await wait_for(pilot, lambda: sandbox_history().get(ids["four"]).starred)
         assert grid.current.label.startswith("★")
-        await pilot.press("R")
-        assert app.query_one("#image", Input).value == str(folder / "image-4.png")
+        await pilot.press("R")  # as in the table: an Omni reference that keeps its lineage
+        assert [(r.source, r.parent) for r in app.form.references] == [(str(folder / "image-4.png"), (ids["four"], 4))]
 
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ViewerScreen) and app.screen.shown is not None)

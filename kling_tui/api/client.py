@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json as jsonlib
 import logging
 import random
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,22 @@ RESIGN_CODES = frozenset({1003, 1004})
 # The service refused the create outright: nothing was created, re-sending is safe.
 CREATE_NOT_DONE = frozenset({1302, 1303, 5001})
 BUSY_CODE = 1303
-BUSY_CODE = 1303
 NOT_FOUND_CODE = 1201
 COSTS_DEFAULT_SPAN_MS = 365 * 24 * 3600 * 1000
+# A whole request (connect, send, every byte of the answer) ends within this; the per-read
+# timeout alone lets a server that sends a byte a second hold a call forever.
+DEFAULT_REQUEST_DEADLINE = 60.0
+# Decoded size of one API answer: a list page of 500 tasks is a few hundred KB. Beyond this it
+# is refused, before a compressed answer can inflate into gigabytes.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
+
+class AnswerTooLarge(NetworkError):
+    """The server's answer passed MAX_ANSWER_BYTES once decoded; reading it again would too."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, maybe_sent=True)
+        self.retryable = False
 
 
 @dataclass
@@ -78,6 +93,8 @@ class KlingClient:
         backoff: float = 0.5,
         max_backoff: float = 8.0,
         busy_backoff: float = 1.0,
+        request_deadline: float = DEFAULT_REQUEST_DEADLINE,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         caps: Capabilities | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -92,6 +109,8 @@ class KlingClient:
         self.max_backoff = max_backoff
         # kling-protocol.md: wait at least a second after 1303 (slots free as tasks end).
         self.busy_backoff = busy_backoff
+        self.request_deadline = request_deadline
+        self.max_answer_bytes = max_answer_bytes
         # A local scheduler re-queues on 1303 itself: it turns this off to hear about it at once.
         self.retry_busy_creates = True
         self.caps = caps
@@ -211,7 +230,7 @@ class KlingClient:
         self, url: str, dest_dir: str | Path, filename: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES
     ) -> Path:
         """Save a result image; see download.download_image. Never sends credentials."""
-        return await download_image(self._http, url, dest_dir, filename, max_bytes)
+        return await download_image(self._http, url, dest_dir, filename, max_bytes, deadline=self.request_deadline)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -273,7 +292,12 @@ class KlingClient:
         headers = {"Authorization": self.auth.authorization_header()}
         self.stats.requests += 1
         try:
-            response = await self._http.request(method, self.base_url + path, params=params, json=json, headers=headers)
+            async with asyncio.timeout(self.request_deadline):
+                status, reason, raw = await self._fetch(method, path, where, params=params, json=json, headers=headers)
+        except TimeoutError:
+            raise NetworkError(
+                f"no complete answer within {self.request_deadline:g} s ({where})", maybe_sent=True
+            ) from None
         except (httpx.ConnectTimeout, httpx.PoolTimeout):
             raise NetworkError(f"timed out connecting to the server ({where})", maybe_sent=False) from None
         except httpx.TimeoutException:
@@ -283,25 +307,89 @@ class KlingClient:
         except httpx.TransportError as exc:
             raise NetworkError(f"connection lost ({where}: {type(exc).__name__})", maybe_sent=True) from None
         try:
-            body = response.json()
-        except ValueError:
+            body = jsonlib.loads(raw)
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("code"), int):
-            if response.status_code >= 400:
+            if status >= 400:
                 # Not Kling's envelope: a proxy or gateway answered.
-                raise KlingError.from_response(
-                    response.status_code,
-                    None,
-                    f"HTTP {response.status_code} {response.reason_phrase}".strip(),
-                    None,
-                    is_read=is_read,
-                )
+                raise KlingError.from_response(status, None, f"HTTP {status} {reason}".strip(), None, is_read=is_read)
             raise NetworkError(f"the server's answer is not valid Kling JSON ({where})", maybe_sent=True)
         code = body["code"]
         request_id = body.get("request_id") if isinstance(body.get("request_id"), str) else None
         if code != 0:
             message = body.get("message")
             raise KlingError.from_response(
-                response.status_code, code, message if isinstance(message, str) else None, request_id, is_read=is_read
+                status, code, message if isinstance(message, str) else None, request_id, is_read=is_read
             )
         return body.get("data")
+
+    async def _fetch(
+        self, method: str, path: str, where: str, *, params: Any, json: Any, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
+        """(HTTP status, reason, decoded body): read as a stream and decoded here, a bounded
+        piece at a time, so an answer beyond max_answer_bytes is refused before it inflates."""
+        headers = {**headers, "Accept-Encoding": "gzip, deflate"}
+        request = self._http.build_request(method, self.base_url + path, params=params, json=json, headers=headers)
+        response = await self._http.send(request, stream=True)
+        body = _BoundedBody(self.max_answer_bytes, response.headers.get("content-encoding", ""), where)
+        try:
+            async for raw in response.aiter_raw():
+                body.feed(raw)
+        finally:
+            await response.aclose()
+        return response.status_code, response.reason_phrase, body.finish()
+
+
+class _BoundedBody:
+    """An answer's body decoded (identity, gzip or deflate) into at most `limit` bytes."""
+
+    PIECE = 1024 * 1024
+
+    def __init__(self, limit: int, encoding: str, where: str) -> None:
+        self.limit = limit
+        self.where = where
+        self.parts: builtins.list[bytes] = []
+        self.size = 0
+        coding = encoding.strip().lower()
+        if coding in ("", "identity"):
+            self._inflate: Any = None
+        elif coding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            self._inflate = zlib.decompressobj(zlib.MAX_WBITS)
+        else:
+            raise NetworkError(
+                f"the server's answer has an unknown content-encoding {encoding!r} ({where})", maybe_sent=True
+            )
+
+    def _add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise AnswerTooLarge(
+                f"the server's answer is larger than {self.limit // (1024 * 1024)} MB once decoded; refused ({self.where})"
+            )
+        self.parts.append(data)
+
+    def feed(self, raw: bytes) -> None:
+        if self._inflate is None:
+            self._add(raw)
+            return
+        try:
+            while raw:
+                self._add(self._inflate.decompress(raw, min(self.PIECE, self.limit - self.size + 1)))
+                raw = self._inflate.unconsumed_tail
+        except zlib.error:
+            raise NetworkError(
+                f"the server's answer could not be decompressed ({self.where})", maybe_sent=True
+            ) from None
+
+    def finish(self) -> bytes:
+        if self._inflate is not None:
+            try:
+                self._add(self._inflate.flush(self.limit - self.size + 1))
+            except zlib.error:
+                raise NetworkError(
+                    f"the server's answer could not be decompressed ({self.where})", maybe_sent=True
+                ) from None
+        return b"".join(self.parts)

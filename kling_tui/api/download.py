@@ -20,6 +20,8 @@ import httpx
 from kling_tui.api.errors import KlingError
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+# The whole download ends within this, however slowly the server trickles its bytes.
+DEFAULT_DEADLINE = 120.0
 # Kling's largest outputs are a few megapixels; anything far beyond is a decompression bomb.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -118,6 +120,7 @@ async def download_image(
     max_bytes: int = MAX_DOWNLOAD_BYTES,
     *,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> Path:
     """Save the image at `url` as `dest_dir/filename` and return the path.
 
@@ -132,7 +135,11 @@ async def download_image(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            await _fetch(http, current, out, max_bytes)
+            try:
+                async with asyncio.timeout(deadline):
+                    await _fetch(http, current, out, max_bytes)
+            except TimeoutError:
+                raise DownloadError(f"the download did not finish within {deadline:g} s", retryable=True) from None
         fmt = await asyncio.to_thread(_check_image, tmp, max_pixels)
         final = _with_suffix(target, fmt)
         await asyncio.to_thread(os.replace, tmp, final)

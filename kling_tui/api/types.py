@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,37 @@ Parent = tuple[str, int]
 LOCAL_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+class _NotRegular(OSError):
+    pass
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of a regular file: a FIFO, a device (/dev/zero) or a
+    directory behind an image name would hang or never end, so it is refused unread."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _NotRegular(_file_kind(mode))
+    # O_NONBLOCK: opening a FIFO swapped in after the check must not wait for a writer.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotRegular(_file_kind(mode))
+        return handle.read(limit + 1)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
 def read_image_source(field_name: str, value: str) -> tuple[str, bytes | None, list[Problem]]:
     """Turn a user's image value into its wire form.
 
@@ -45,14 +77,16 @@ def read_image_source(field_name: str, value: str) -> tuple[str, bytes | None, l
     if path.suffix.lower() not in LOCAL_IMAGE_SUFFIXES:
         return value, None, [Problem(field_name, "must be a .jpg, .jpeg or .png file or an http(s) URL")]
     try:
-        size = path.stat().st_size
-        if size > IMAGE_MAX_BYTES:
-            return value, None, [Problem(field_name, f"image must be at most 10 MB (got {size / 1048576:.1f} MB)")]
-        raw = path.read_bytes()
+        raw = _read_regular_file(path, IMAGE_MAX_BYTES)
     except FileNotFoundError:
         return value, None, [Problem(field_name, f"file not found: {value}")]
+    except _NotRegular as exc:
+        return value, None, [Problem(field_name, f"must be a regular image file ({value} is {exc})")]
     except OSError as exc:
         return value, None, [Problem(field_name, f"cannot read {value}: {exc.strerror or exc}")]
+    if len(raw) > IMAGE_MAX_BYTES:
+        size = max(len(raw), path.stat().st_size)
+        return value, None, [Problem(field_name, f"image must be at most 10 MB (got {size / 1048576:.1f} MB)")]
     problems = check_image_bytes(field_name, raw)
     return base64.b64encode(raw).decode("ascii"), raw, problems
 

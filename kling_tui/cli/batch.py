@@ -572,7 +572,9 @@ async def _start_row(session: Session, row: Row, by_local_id: dict[str, Row], gr
     by_local_id[record.local_id] = row
     if record.status in UNSENT:
         # The server holds no task under this external_task_id: queue the same record again.
-        record = workbench.store.update(record.local_id, status="queued", status_msg="", error_code=None)
+        record = workbench.store.update(
+            record.local_id, status="queued", status_msg="", error_code=None, owner=workbench.owner
+        )
         row.record = record
         workbench.queue.append(record.local_id)
         workbench.pump()

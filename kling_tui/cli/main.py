@@ -8,6 +8,7 @@ import sys
 from kling_tui import __version__
 
 IMAGE_PROTOCOLS = ("auto", "kitty", "sixel", "halfcell", "unicode", "none")
+DEFAULT_MAX_WAIT = 30 * 60.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +54,21 @@ def _float_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
 
 
+def _duration_arg(text: str) -> float:
+    """Seconds, or a number with s, m or h: 90, 90s, 30m, 1.5h."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:])
+    number = raw[:-1] if scale else raw
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a duration such as 90, 45s, 30m or 2h (got {text!r})")
+    return seconds
+
+
 def _common(parser: argparse.ArgumentParser, *, json_help: str | None = None) -> None:
     # SUPPRESS: without it, this default would overwrite a --sandbox given before the command.
     parser.add_argument(
@@ -88,14 +104,7 @@ def _add_headless_commands(sub) -> None:
     gen.add_argument("--image-reference", choices=("subject", "face"), help="how the reference image is used")
     gen.add_argument("--image-fidelity", type=_float_arg, metavar="F", help="reference strength, 0-1")
     gen.add_argument("--human-fidelity", type=_float_arg, metavar="F", help="face similarity, 0-1 (subject only)")
-    gen.add_argument("--external-task-id", metavar="ID", help="your own unique id for the task (default: a new UUID)")
-    gen.add_argument("--callback-url", metavar="URL", help="the service POSTs each status change here")
-    gen.add_argument(
-        "--wait", action="store_true", help="wait until the task ends, save its images and print their paths"
-    )
-    gen.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
-    gen.add_argument("--yes", action="store_true", help="send even if it would pass the config's [budget]")
-    _common(gen, json_help="print the task as one JSON object")
+    _task_options(gen)
 
     _add_image_commands(sub)
 
@@ -174,6 +183,7 @@ INPUT_HELP = "a .jpg/.png file, an http(s) URL, or image INDEX (default 1) of a 
 
 
 def _task_options(parser: argparse.ArgumentParser) -> None:
+    """What every create command takes: ids, callback, waiting, the budget override."""
     parser.add_argument(
         "--external-task-id", metavar="ID", help="your own unique id for the task (default: a new UUID)"
     )
@@ -182,6 +192,16 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="wait until the task ends, save its images and print their paths"
     )
     parser.add_argument("--out", metavar="DIR", help="with --wait: also copy the images into DIR")
+    parser.add_argument("--yes", action="store_true", help="send even if it would pass the config's [budget]")
+    parser.add_argument(
+        "--max-wait",
+        type=_duration_arg,
+        default=DEFAULT_MAX_WAIT,
+        metavar="TIME",
+        help="how long to wait in all: for a free slot while the server answers 1303 (all slots in use), "
+        "and with --wait for the task to end; seconds or e.g. 45s, 30m, 2h (default: 30m). "
+        "Then exit 3; a task not sent by then is dropped as not created",
+    )
     _common(parser, json_help="print the task as one JSON object")
 
 

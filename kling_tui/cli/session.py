@@ -25,13 +25,14 @@ from kling_tui.api.auth import (
     auth_from,
 )
 from kling_tui.api.client import KlingClient
-from kling_tui.api.errors import InvalidRequest, KlingError
+from kling_tui.api.errors import KlingError
+from kling_tui.base.processes import is_alive, is_this_process
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import EXIT_API, EXIT_INVALID, EXIT_TASK_FAILED, CommandError, Console, image_files
 from kling_tui.config import Settings
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.tracker import StatusChange, Tracker
-from kling_tui.work.workbench import Workbench
+from kling_tui.work.workbench import SERVER_STATUSES, HistoryWriteError, Workbench, span
 
 OPTION_FOR_FIELD = {
     "prompt": "PROMPT",
@@ -117,7 +118,7 @@ async def open_session(settings: Settings, store: HistoryStore, *, sandbox: bool
         except MissingCredentials:
             auth, has_credentials = _NoCredentials(missing_credentials_message(settings)), False
     try:
-        client = KlingClient(base_url, auth, caps=caps)
+        client = KlingClient(base_url, auth, caps=caps, request_deadline=settings.request_deadline)
     except ValueError as exc:
         raise CommandError(f"base URL: {exc}", EXIT_INVALID) from None
     # A local server (the sandbox) answers in no time and its tasks take seconds: poll briskly.
@@ -126,7 +127,7 @@ async def open_session(settings: Settings, store: HistoryStore, *, sandbox: bool
     else:
         interval = (settings.poll_interval, max(5.0, settings.poll_interval))
     tracker = Tracker(client, min_interval=interval[0], max_interval=interval[1])
-    workbench = Workbench(client, store, caps, tracker=tracker, auto_download=False)
+    workbench = Workbench(client, store, caps, tracker=tracker, auto_download=False, role="cli")
     try:
         async with client:
             yield Session(workbench, client, has_credentials)
@@ -149,15 +150,6 @@ def find_record(store: HistoryStore, task_id: str) -> TaskRecord:
             EXIT_INVALID,
         )
     return record
-
-
-def invalid_input(exc: InvalidRequest) -> CommandError:
-    parts = []
-    for problem in exc.problems:
-        option = OPTION_FOR_FIELD.get(problem.field)
-        name = f"{problem.field} ({option})" if option and option != problem.field else problem.field
-        parts.append(f"{name}: {problem.rule}")
-    return CommandError("invalid request, nothing was sent: " + "; ".join(parts), EXIT_INVALID, problems=exc.problems)
 
 
 def out_dir(path: str | None) -> Path | None:
@@ -220,8 +212,17 @@ def _copy(source: Path, target: Path) -> None:
         raise
 
 
-async def wait_until_final(session: Session, record: TaskRecord, console: Console) -> TaskRecord:
-    """Follow the task with the shared tracker until it is final; API errors end the wait (exit 3)."""
+async def wait_until_final(
+    session: Session,
+    record: TaskRecord,
+    console: Console,
+    *,
+    patience: float | None = None,
+    max_wait: float | None = None,
+) -> TaskRecord:
+    """Follow the task with the shared tracker until it is final; API errors end the wait (exit 3),
+    and so does `patience` (seconds) running out (`max_wait`, the whole command's, is named in
+    the message). A history write that fails is reported and tried again: the wait goes on."""
     workbench = session.workbench
     latest = record
     done = asyncio.Event()
@@ -232,12 +233,17 @@ async def wait_until_final(session: Session, record: TaskRecord, console: Consol
         if changed.local_id != record.local_id:
             return
         if changed.status != latest.status:
-            console.progress(f"{changed.local_id}: {changed.status}")
+            unknown = changed.status not in SERVER_STATUSES and not changed.is_final
+            note = " (a status kling-tui does not know; following until succeed or failed)" if unknown else ""
+            console.progress(f"{changed.local_id}: {plain(changed.status)}{note}")
         latest = changed
         if changed.is_final:
             done.set()
 
     def on_error(exc: Exception) -> None:
+        if isinstance(exc, HistoryWriteError):
+            console.warn(f"{plain(exc)}; trying again (nothing recorded before is lost)")
+            return
         failures.append(exc)
         done.set()
 
@@ -246,7 +252,14 @@ async def wait_until_final(session: Session, record: TaskRecord, console: Consol
     workbench.subscribe(on_record)
     follower = asyncio.create_task(workbench.follow(on_error=on_error))
     try:
-        await done.wait()
+        await asyncio.wait_for(done.wait(), patience)
+    except TimeoutError:
+        raise CommandError(
+            f"gave up waiting after {span(max_wait or patience or 0)} (--max-wait): task {record.local_id} is still "
+            f"{plain(latest.status)} on the server; `kling-tui show {record.local_id}` looks again",
+            EXIT_API,
+            record=latest,
+        ) from None
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -266,6 +279,9 @@ async def refresh(session: Session, record: TaskRecord) -> TaskRecord:
     if record.status == "queued":  # waiting in the TUI's local queue: the server knows nothing yet
         return record
     if record.task_id is None:
+        if record.owner and not is_this_process(record.owner) and is_alive(record.owner):
+            # Its create is on its way in another kling-tui process: that one settles it.
+            return record
         record = await workbench.confirm(record)
         if record.status == "pending" and record.status_msg.startswith("not confirmed"):
             raise CommandError(plain(record.status_msg), EXIT_API, record=record)

@@ -1,23 +1,33 @@
-"""The create-and-wait flow that `omni`, `expand` and `multi` share: check, record, send, wait, save.
+"""The create-and-wait flow every create command shares (`generate`, `omni`, `expand`, `multi`):
+check, warn, estimate, record, send, wait for a slot and for the task, save.
 
-The same steps and exit codes as `generate`: 2 when the input breaks a rule (nothing is sent),
-3 when the API or the network fails, 4 when the task fails.
+Exit codes: 2 when the input breaks a rule or would pass the budget (nothing is sent), 3 when
+the API or the network fails or --max-wait runs out, 4 when the task fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+from kling_tui.api.capabilities import Capabilities, discontinued_model
 from kling_tui.api.errors import InvalidRequest
+from kling_tui.api.prices import Price, describe
 from kling_tui.api.types import Parent, Request
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.output import EXIT_API, EXIT_INVALID, EXIT_OK, CommandError, Console, emit_images, emit_record
-from kling_tui.cli.session import check_finished, open_session, out_dir, save_and_copy, wait_until_final
+from kling_tui.cli.session import Session, check_finished, open_session, out_dir, save_and_copy, wait_until_final
 from kling_tui.config import Settings
-from kling_tui.history.store import HistoryStore
+from kling_tui.history.retired import load_retired, remember_retired
+from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.references import ImageInput, ImageRefError, resolve_image
+from kling_tui.work.spending import over_budget, spent_today
+from kling_tui.work.variants import request_price
+from kling_tui.work.workbench import WAITING_FOR_SLOT, span
 
 
 def resolve_inputs(store: HistoryStore, option: str, values: Iterable[str]) -> list[ImageInput]:
@@ -41,7 +51,8 @@ def invalid(exc: InvalidRequest, options: Mapping[str, str]) -> CommandError:
     parts = []
     for problem in exc.problems:
         option = options.get(problem.field.split("[", 1)[0])
-        parts.append(f"{problem.field} ({option}): {problem.rule}" if option else str(problem))
+        name = f"{problem.field} ({option})" if option and option != problem.field else problem.field
+        parts.append(f"{name}: {problem.rule}")
     return CommandError("invalid request, nothing was sent: " + "; ".join(parts), EXIT_INVALID, problems=exc.problems)
 
 
@@ -71,13 +82,31 @@ async def submit_request(
     if args.out and not args.wait:
         raise CommandError("--out: only works with --wait (the images exist once the task has succeeded)", EXIT_INVALID)
     out = out_dir(args.out)
+    remembered = load_retired(sandbox=args.sandbox)
+    model_name = getattr(request, "model_name", None)
+    notice = caps.retirement_notice(model_name, dt.date.today(), {n: r.since for n, r in remembered.items()})
+    if notice:
+        console.warn(plain(notice))
+    estimate = request_price(request, caps)
+    console.progress(f"estimate: ≈ {describe(estimate.units, caps)} for {_what(estimate)}")
+    extra = {"estimate": estimate_json(estimate, caps)}
+    if settings.budget_daily is not None or settings.budget_session is not None:
+        spent = await asyncio.to_thread(spent_today, store, caps)
+        overruns = over_budget(settings, estimate.units, today=spent, session=0.0)  # a command is a session
+        if overruns and not args.yes:
+            raise CommandError(
+                f"not sent: {'; '.join(str(o) for o in overruns)} (add --yes to send anyway)", EXIT_INVALID
+            )
+    patience = float(getattr(args, "max_wait", None) or 1800.0)
+    started = time.monotonic()
     async with open_session(settings, store, sandbox=args.sandbox) as session:
         session.require_credentials(settings)
         try:
-            record = await session.workbench.submit(request)  # recorded before it is sent
+            record = await _submit(session, request, patience, console)  # recorded before it is sent
         except InvalidRequest as exc:
             raise invalid(exc, options) from None
         if record.status == "not_created":
+            _remember_discontinued(record.status_msg, caps, console, sandbox=args.sandbox)
             raise CommandError(
                 f"the task was not created: {plain(record.status_msg)}", EXIT_API, record=record, code=record.error_code
             )
@@ -92,10 +121,77 @@ async def submit_request(
         if not args.wait:
             if args.sandbox:
                 console.warn("the in-process sandbox stops with this command; add --wait to get the images")
-            emit_record(console, store, record)
+            emit_record(console, store, record, extra)
             return EXIT_OK
-        record = await wait_until_final(session, record, console)
+        left = max(1.0, patience - (time.monotonic() - started))
+        record = await wait_until_final(session, record, console, patience=left, max_wait=patience)
         check_finished(record)
         record, copies = await save_and_copy(session, record, out)
-    emit_images(console, store, record, copies)
+    emit_images(console, store, record, copies, extra)
     return EXIT_OK
+
+
+SLOT_PROGRESS_EVERY = 10.0  # seconds between "waiting for a free slot" lines
+
+
+async def _submit(session: Session, request: Request, patience: float, console: Console) -> TaskRecord:
+    """Record and send the task; while the server answers 1303 it waits in the queue for a
+    free slot (progress on a terminal), at most `patience` seconds in all."""
+    workbench = session.workbench
+    started = time.monotonic()
+    shown_at: float | None = None
+
+    def on_record(changed: TaskRecord) -> None:
+        nonlocal shown_at
+        if changed.status != "queued" or changed.status_msg != WAITING_FOR_SLOT:
+            return
+        now = time.monotonic()
+        if shown_at is not None and now - shown_at < SLOT_PROGRESS_EVERY:
+            return
+        shown_at = now
+        console.progress(
+            f"{changed.local_id}: waiting for a free slot (1303: all of the account's slots are in use); "
+            f"{span(round(now - started))} of {span(patience)} (--max-wait)"
+        )
+
+    workbench.subscribe(on_record)
+    try:
+        return await workbench.submit(request, patience=patience)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        # Interrupted (Ctrl-C) before a slot was free: not created, and history says so.
+        for local_id in list(workbench.queue):
+            workbench.cancel(local_id, "the command was interrupted before it was sent")
+        raise
+
+
+def _what(estimate: Price) -> str:
+    images = f"{estimate.images} image{'s' if estimate.images != 1 else ''}"
+    return f"{images} on {estimate.model} ({estimate.use.replace('_', '-')} {estimate.resolution})"
+
+
+def estimate_json(estimate: Price, caps: Capabilities) -> dict[str, Any]:
+    """The estimate as --json shows it; the server's final_unit_deduction ("units") is the truth."""
+    return {
+        "units": estimate.units,
+        "usd": round(caps.usd(estimate.units), 6),
+        "model": estimate.model,
+        "use": estimate.use,
+        "resolution": estimate.resolution,
+        "images": estimate.images,
+        "is_estimate": True,
+    }
+
+
+def _remember_discontinued(message: str, caps: Capabilities, console: Console, *, sandbox: bool) -> None:
+    """The service said a model is gone: remember it, and name what to use instead."""
+    found = discontinued_model(message)
+    if found is None:
+        return
+    name = plain(found)
+    try:
+        remember_retired(found, message, sandbox=sandbox)
+    except OSError as exc:
+        console.warn(f"could not remember that {name} is discontinued: {exc.strerror or exc}")
+    model = caps.get(found)
+    if model is not None and model.successor:
+        console.warn(f"{name} is remembered as retired; to send it on its successor add: --model {model.successor}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-INDEX_VERSION = 2  # 2: full-text search (tasks_fts)
+INDEX_VERSION = 3  # 2: the parents column (lineage); 3: full-text search (tasks_fts)
 
 ACTIVE_STATUSES = ("pending", "queued", "submitted", "processing")
 FINAL_LOCAL_STATUSES = ("succeed", "failed", "not_created", "error")
@@ -42,13 +42,17 @@ CREATE TABLE IF NOT EXISTS tasks (
     external_task_id TEXT,
     search TEXT NOT NULL,
     fulltext TEXT NOT NULL,
-    fts_key INTEGER
+    fts_key INTEGER,
+    parents TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_newest ON tasks (created_at DESC, local_id DESC);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at DESC);
 CREATE INDEX IF NOT EXISTS tasks_task_id ON tasks (task_id);
 CREATE INDEX IF NOT EXISTS tasks_external ON tasks (external_task_id);
 CREATE INDEX IF NOT EXISTS tasks_fts_key ON tasks (fts_key);
+-- Lineage, parent -> child, kept in step with tasks.parents: finds a task's children by index.
+CREATE TABLE IF NOT EXISTS lineage (parent TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (parent, child));
+CREATE INDEX IF NOT EXISTS lineage_child ON lineage (child);
 -- Tasks whose TOML may be newer than their row: a write began and did not finish.
 CREATE TABLE IF NOT EXISTS dirty (local_id TEXT PRIMARY KEY);
 -- Full-text search. rowid = tasks.fts_key, the creation time in microseconds: FTS5 then
@@ -80,6 +84,7 @@ _COLUMNS = (
     "external_task_id",
     "search",
     "fulltext",
+    "parents",
 )
 _ROW_COLUMNS = ", ".join(_COLUMNS[:15])
 _UPSERT = (
@@ -109,7 +114,7 @@ class TaskRow:
 
     @property
     def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
+        return self.status not in FINAL_LOCAL_STATUSES
 
     @property
     def is_final(self) -> bool:
@@ -132,6 +137,8 @@ def row_values(record: Any) -> tuple:
     other = (model or "", record.task_id or "", record.external_task_id or "")
     parts = (prompt, negative if isinstance(negative, str) else "", record.note or "", record.status_msg or "")
     fulltext = _FIELD_SEP.join(part.replace(_FIELD_SEP, " ") for part in (*parts, " ".join(other)))
+    # " id:image " per parent (see _lineage_rows).
+    parents = "".join(f" {p['local_id']}:{p['image']} " for p in getattr(record, "parents", ()))
     return (
         record.local_id,
         record.created_at,
@@ -151,7 +158,13 @@ def row_values(record: Any) -> tuple:
         record.external_task_id,
         search,
         fulltext,
+        parents,
     )
+
+
+def _lineage_rows(values: tuple) -> list[tuple[str, str]]:
+    """(parent, child) pairs of one row's parents column."""
+    return list(dict.fromkeys((item.rsplit(":", 1)[0], values[0]) for item in values[-1].split()))
 
 
 # -- full-text search -----------------------------------------------------------------------
@@ -297,6 +310,7 @@ class TaskIndex:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('root_mtime_ns', ?)", (str(root_mtime_ns),))
 
     def upsert_many(self, rows: Iterable[tuple]) -> None:
+        rows = list(rows)
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM tasks LIMIT 1").fetchone() is None:
                 _insert_all(conn, rows)  # a rebuild: nothing to replace, so in bulk
@@ -308,12 +322,14 @@ class TaskIndex:
         with self.transaction() as conn:
             _delete_fts(conn, local_id)
             conn.execute("DELETE FROM tasks WHERE local_id = ?", (local_id,))
+            conn.execute("DELETE FROM lineage WHERE child = ?", (local_id,))
             conn.execute("DELETE FROM dirty WHERE local_id = ?", (local_id,))
 
     def clear(self) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM tasks")
             conn.execute("DELETE FROM tasks_fts")
+            conn.execute("DELETE FROM lineage")
             conn.execute("DELETE FROM dirty")
 
     def get_meta(self, key: str) -> str | None:
@@ -366,11 +382,36 @@ class TaskIndex:
         sql = f"SELECT local_id FROM tasks WHERE status IN ({marks}) ORDER BY created_at, local_id"
         return [r[0] for r in self.conn.execute(sql, tuple(statuses))]
 
+    def ids_without_status(self, statuses: Sequence[str]) -> list[str]:
+        """Oldest first. As ranges between the excluded values, so the status index serves
+        (NOT IN would scan every row); `+` keeps the planner off the newest-first index."""
+        clauses, args = [], []
+        previous = None
+        for value in sorted(set(statuses)):
+            clauses.append("status < ?" if previous is None else "(status > ? AND status < ?)")
+            args += [value] if previous is None else [previous, value]
+            previous = value
+        if previous is not None:
+            clauses.append("status > ?")
+            args.append(previous)
+        where = " OR ".join(clauses) or "1"
+        sql = f"SELECT local_id FROM tasks WHERE {where} ORDER BY +created_at, +local_id"
+        return [r[0] for r in self.conn.execute(sql, tuple(args))]
+
     def id_where(self, column: str, value: str) -> str | None:
         assert column in ("task_id", "external_task_id")
         sql = f"SELECT local_id FROM tasks WHERE {column} = ? ORDER BY created_at DESC LIMIT 1"
         row = self.conn.execute(sql, (value,)).fetchone()
         return row[0] if row else None
+
+    def children(self, local_id: str) -> list[TaskRow]:
+        """Tasks made from an image of `local_id`, oldest first."""
+        columns = ", ".join(f"tasks.{c}" for c in _COLUMNS[:15])
+        sql = (
+            f"SELECT {columns} FROM lineage JOIN tasks ON tasks.local_id = lineage.child"
+            " WHERE lineage.parent = ? ORDER BY tasks.created_at, tasks.local_id"
+        )
+        return [TaskRow.from_db(r) for r in self.conn.execute(sql, (local_id,))]
 
     def unit_totals(self) -> list[tuple[str, str, int, int, float]]:
         """(local day, model, tasks, images, units) of finished tasks, newest day first."""
@@ -398,6 +439,8 @@ def _upsert_row(conn: sqlite3.Connection, values: tuple) -> None:
     conn.execute(_UPSERT, (*values, key))
     parts = values[_COLUMNS.index("fulltext")].split(_FIELD_SEP)
     conn.execute(f"INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", (key, *parts))
+    conn.execute("DELETE FROM lineage WHERE child = ?", (values[0],))
+    conn.executemany("INSERT OR IGNORE INTO lineage VALUES (?, ?)", _lineage_rows(values))
 
 
 def _insert_all(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
@@ -413,6 +456,9 @@ def _insert_all(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
         fts.append((key, *values[fulltext].split(_FIELD_SEP)))
     conn.executemany(_UPSERT, keyed)
     conn.executemany(f"INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", fts)
+    conn.executemany(
+        "INSERT OR IGNORE INTO lineage VALUES (?, ?)", (pair for values in keyed for pair in _lineage_rows(values[:-1]))
+    )
 
 
 def _delete_fts(conn: sqlite3.Connection, local_id: str) -> None:

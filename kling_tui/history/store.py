@@ -34,9 +34,8 @@ import tomli_w
 from kling_tui.api.types import KINDS as REQUEST_KINDS
 from kling_tui.api.validation import images_made
 from kling_tui.base import locations
-from kling_tui.base.atomic import move_aside, write_atomic
+from kling_tui.base.atomic import is_abandoned, move_aside, temp_files, write_atomic
 from kling_tui.history.index import (
-    ACTIVE_STATUSES,
     FINAL_LOCAL_STATUSES,
     IndexDamaged,
     TaskIndex,
@@ -54,6 +53,9 @@ INDEX_FILE = "index.sqlite3"
 # ASCII digits only and \Z, not $ (which also matches before a trailing newline).
 LOCAL_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}\Z")
 STATUSES = ("pending", "queued", "submitted", "processing", "succeed", "failed", "not_created", "error")
+# A status the server sent that kling-tui does not know is kept as it came (made printable):
+# it is data, shown as is, and the task stays active until the server says succeed or failed.
+MAX_STATUS_CHARS = 64
 KINDS = REQUEST_KINDS
 
 # Never written to history, whatever a caller passes in params.
@@ -102,6 +104,10 @@ class TaskRecord:
         """The first parent's local id: the task this one was made from."""
         return self.parents[0]["local_id"] if self.parents else None
 
+    # The process that recorded the task and sends it (base.processes token): another
+    # process never sends or settles a task whose owner still runs.
+    owner: str | None = None
+
     @property
     def prompt(self) -> str:
         value = self.params.get("prompt")
@@ -128,11 +134,23 @@ class TaskRecord:
 
     @property
     def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
+        return not self.is_final
 
 
 class RecordError(ValueError):
     """A task.toml that cannot be understood."""
+
+
+def is_storable_status(status: object) -> bool:
+    """One of kling-tui's statuses, or a server's unknown one kept as printable text."""
+    if status in STATUSES:
+        return True
+    return (
+        isinstance(status, str)
+        and 0 < len(status) <= MAX_STATUS_CHARS
+        and status.isprintable()
+        and status == status.strip()
+    )
 
 
 # -- local ids and times ------------------------------------------------------------------
@@ -190,6 +208,7 @@ def record_to_toml(record: TaskRecord) -> str:
         "group": record.group,
         "note": record.note,
         "queue_position": record.queue_position,
+        "owner": record.owner,
     }
     for name in _TIME_FIELDS:
         value = getattr(record, name)
@@ -285,6 +304,7 @@ def record_from_toml(local_id: str, text: str) -> TaskRecord:
         group=_expect(data, "group", str),
         queue_position=_number(data, "queue_position"),
         parents=_parents(data),
+        owner=_expect(data, "owner", str),
     )
 
 
@@ -440,10 +460,11 @@ class HistoryStore:
         return
 
     def _remove_temp_files(self, local_id: str) -> None:
-        folder = self.task_dir(local_id)
+        # Only provably abandoned ones: another process may be writing this task right now.
         try:
-            for leftover in folder.glob(f"{RECORD_FILE}.*.tmp"):
-                leftover.unlink(missing_ok=True)
+            for leftover in temp_files(self._record_path(local_id)):
+                if is_abandoned(leftover):
+                    leftover.unlink(missing_ok=True)
         except OSError:
             pass
 
@@ -455,6 +476,9 @@ class HistoryStore:
         params: Mapping[str, Any],
         external_task_id: str | None = None,
         parents: Sequence[tuple[str, int]] = (),
+        *,
+        owner: str | None = None,
+        status: str = "pending",
     ) -> TaskRecord:
         """Record a task before it is sent (status "pending"), so a crash never loses it.
 
@@ -478,6 +502,8 @@ class HistoryStore:
                 external_task_id=external_task_id or uuid.uuid4().hex,
                 created_at=now,
                 parents=[{"local_id": parent, "image": image} for parent, image in parents],
+                owner=owner,
+                status=status,
             )
             self._save(record, new_folder=True)
             return record
@@ -491,8 +517,8 @@ class HistoryStore:
             self._save(record, new_folder=new_folder)
 
     def _save(self, record: TaskRecord, *, new_folder: bool) -> None:
-        if record.status not in STATUSES:
-            raise ValueError(f"unknown task status {record.status!r}")
+        if not is_storable_status(record.status):
+            raise ValueError(f"not a storable task status {record.status!r}")
         for name in _TIME_FIELDS:
             setattr(record, name, _normalise_time(getattr(record, name)))
         record.params = _clean_params(record.params)
@@ -560,7 +586,7 @@ class HistoryStore:
 
     def active(self) -> list[TaskRecord]:
         """Tasks not yet final, oldest first: the ones to resume tracking on start."""
-        ids = self._guarded(lambda: self._index.ids_with_status(ACTIVE_STATUSES))
+        ids = self._guarded(lambda: self._index.ids_without_status(FINAL_LOCAL_STATUSES))
         records = (self.get(local_id) for local_id in ids)
         return [r for r in records if r is not None and r.is_active]
 
@@ -571,6 +597,10 @@ class HistoryStore:
     def find_by_external_id(self, external_task_id: str) -> TaskRecord | None:
         local_id = self._guarded(lambda: self._index.id_where("external_task_id", external_task_id))
         return self.get(local_id) if local_id else None
+
+    def children(self, local_id: str) -> list[TaskRow]:
+        """Tasks made from one of this task's images (lineage), oldest first."""
+        return self._guarded(lambda: self._index.children(local_id))
 
     def unit_totals(self) -> list[tuple[str, str, int, int, float]]:
         """Units spent: (local day, model, finished tasks, images, units), newest day first."""

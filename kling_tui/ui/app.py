@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, on, work
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -31,8 +32,9 @@ from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupSc
 from kling_tui.ui.form import SUBJECT_FIELDS, GenerationForm, PromptArea
 from kling_tui.ui.grid import GridScreen
 from kling_tui.ui.messages import BackgroundError, RecordChanged
-from kling_tui.ui.pickers import PromptSearch, QuickPick
+from kling_tui.ui.pickers import PromptSearch, QuickPick, TaskImagePick
 from kling_tui.ui.preview import PreviewPane
+from kling_tui.ui.references import Reference, ReferenceList, short
 from kling_tui.ui.summary import SummaryScreen
 from kling_tui.ui.tasks import ACTIVE, TaskTable, highlighter
 from kling_tui.ui.viewer import ViewerScreen
@@ -84,7 +86,7 @@ class KlingApp(App[None]):
         Binding("escape", "escape", "Leave the filter", show=False, id="app.escape"),
         Binding("e", "edit", "Edit in form", show=False, id="task.edit"),
         Binding("r", "rerun", "Re-run", show=False, id="task.rerun"),
-        Binding("R", "rerun_successor", "Re-run on the successor model", show=False, id="task.rerun_successor"),
+        Binding("S", "rerun_successor", "Re-run on the successor model", show=False, id="task.rerun_successor"),
         Binding("m", "duplicate('model')", "Same on model…", show=False, id="task.duplicate_model"),
         Binding("a", "duplicate('ratio')", "Same in ratio…", show=False, id="task.duplicate_ratio"),
         Binding("f", "star", "Star", show=False, id="task.star"),
@@ -99,6 +101,11 @@ class KlingApp(App[None]):
         Binding("t", "grid", "Grid of images", show=False, id="task.grid"),
         Binding("i", "import_image", "Import image…", show=False, id="app.import_image"),
         Binding("f6", "switch_pane", "Form ⇄ tasks", show=False, priority=True, id="app.switch_pane"),
+        Binding("R", "reference", "Use image as reference", show=False, id="task.reference"),
+        Binding("E", "edit_image", "Edit image with a prompt", show=False, id="task.edit_image"),
+        Binding("x", "expand", "Expand image…", show=False, id="task.expand"),
+        Binding("P", "parent", "Go to parent task", show=False, id="task.parent"),
+        Binding("C", "children", "Go to a task made from it", show=False, id="task.children"),
     ]
     # Single-letter keys act on tasks only while no text field has focus.
     TEXT_SAFE_ACTIONS = frozenset(
@@ -123,6 +130,11 @@ class KlingApp(App[None]):
             "fullscreen",
             "grid",
             "import_image",
+            "reference",
+            "edit_image",
+            "expand",
+            "parent",
+            "children",
         }
     )
 
@@ -304,7 +316,7 @@ class KlingApp(App[None]):
 
             credentials = Credentials(self.settings.access_key, self.settings.secret_key, self.settings.api_key)
             base_url, auth = self.settings.base_url, auth_from(credentials)
-        self._client = KlingClient(base_url, auth, caps=self.caps)
+        self._client = KlingClient(base_url, auth, caps=self.caps, request_deadline=self.settings.request_deadline)
         # Polls every interval while tasks run; backs off while the service fails (at most 5 s,
         # or twice the interval when that is short, as on the sandbox).
         slowest = 5.0 if self.poll_interval >= 1.0 else self.poll_interval * 2
@@ -522,7 +534,34 @@ class KlingApp(App[None]):
             successor = self.successor_of(record)
             if successor:
                 note += f" · {self._key_for('task.rerun_successor')}: re-run on {successor}"
-        self.preview.show_task(record.local_id, paths, list(record.image_urls), record.status, note)
+        self.preview.show_task(
+            record.local_id,
+            paths,
+            list(record.image_urls),
+            record.status,
+            note,
+            lineage=self._lineage(record),
+            series=record.params.get("result_type") == "series",
+        )
+
+    def _lineage(self, record: TaskRecord) -> str:
+        """Where a task came from (P goes there) and what was made from its images."""
+        lines = []
+        for parent in record.parents:
+            source = self.store.get(parent["local_id"])
+            what = f"“{short(source.prompt or source.kind, 40)}”" if source else f"task {parent['local_id']}"
+            gone = "" if source else " (no longer in the history)"
+            lines.append(f"↑ from {what} image {parent['image']}{gone}")
+        if lines:
+            lines[-1] += " · P goes there"
+        children = self.store.children(record.local_id)
+        if children:
+            names = ", ".join(f"“{short(c.prompt or c.kind, 30)}”" for c in children[-3:])
+            more = "" if len(children) <= 3 else f" (newest 3 of {len(children)})"
+            lines.append(
+                f"↓ made from it: {len(children)} task{'s' if len(children) != 1 else ''}: {names}{more} · C goes there"
+            )
+        return "\n".join(lines)
 
     @on(events.DescendantFocus)
     def _mark_active_pane(self, event: events.DescendantFocus) -> None:
@@ -554,6 +593,8 @@ class KlingApp(App[None]):
 
     # -- submitting --------------------------------------------------------------------
     def action_submit(self) -> None:
+        if self.screen is not self.screen_stack[0]:
+            raise SkipAction()  # a dialog on top sends its own request with the same keys
         if not self.ensure_connected():
             self.notify("Not connected yet.", severity="warning")
             return
@@ -703,7 +744,14 @@ class KlingApp(App[None]):
                 "On the selected task",
                 groups["task"] + [("j / k", "Down / up"), ("g / G", "First / last"), ("enter", "Preview it")],
             ),
-            ("Preview", [("left / right (h / l)", "Previous / next image"), ("enter", "Full screen")]),
+            (
+                "Preview",
+                [
+                    ("left / right (h / l)", "Previous / next image"),
+                    ("enter", "Full screen"),
+                    ("R / E / x", "Use, edit or expand the image shown"),
+                ],
+            ),
             (
                 "Full screen",
                 [
@@ -721,7 +769,7 @@ class KlingApp(App[None]):
                     ("enter / space", "Full screen"),
                     ("p / y / c", "Copy path / URL / prompt"),
                     ("o / f / r", "Open / star / re-run"),
-                    ("R", "Use as the form's reference image"),
+                    ("R", "Add to the form's references (Omni)"),
                 ],
             ),
             (
@@ -730,6 +778,9 @@ class KlingApp(App[None]):
                     ("tab / shift+tab", "Next / previous field"),
                     ("up / down in the prompt", "Past prompts, like a shell"),
                     ("ctrl+r in the prompt", "Search past prompts"),
+                    ("@ in the prompt", "Omni: insert a reference as <<<image_N>>>"),
+                    ("a / t on the references", "Add a file or URL / an image from history"),
+                    ("d / K / J on the references", "Remove (renumbers the prompt) / move up / down"),
                 ],
             ),
         ]
@@ -794,10 +845,191 @@ class KlingApp(App[None]):
 
     def action_edit(self) -> None:
         record = self._selected_or_warn()
-        if record:
-            self.form.load_params(record.kind, record.params)
-            self.form.focus_prompt()
-            self.notify("Loaded into the form.", timeout=2)
+        if record is None:
+            return
+        if record.kind == "expand":
+            self._open_expand(
+                record.params.get("image") or "", "the same image", self._parent_of_source(record), record
+            )
+            return
+        references = self._references_of(record) if record.kind == "omni" else None
+        self.form.load_params(record.kind, record.params, references)
+        self.form.focus_prompt()
+        self.notify("Loaded into the form.", timeout=2)
+
+    # -- iterating on images -----------------------------------------------------------
+    def _selected_image(self) -> Reference | None:
+        """The image the preview shows of the selected task (its first when the preview is elsewhere)."""
+        record = self._selected_or_warn()
+        if record is None:
+            return None
+        index = self.preview.index + 1 if self.preview.owner == record.local_id else 1
+        return self._task_image(record, index)
+
+    def _task_image(self, record: TaskRecord, index: int) -> Reference | None:
+        """Image `index` (1-based) of `record` as an Omni reference that keeps its lineage."""
+        from kling_tui.work.references import ImageRefError, image_of
+
+        try:
+            found = image_of(self.store, record, index)
+        except ImageRefError as exc:
+            self.notify(plain(exc), title="No image to use", severity="warning", markup=False)
+            return None
+        return Reference.of_task(found.source, record.local_id, index)
+
+    def _references_of(self, record: TaskRecord) -> list[Reference]:
+        """An Omni task's input images, named after the history tasks they came from."""
+        by_path: dict[str, tuple[str, int]] = {}
+        for parent in record.parents:
+            parent_record = self.store.get(parent["local_id"])
+            if parent_record and parent["image"] <= len(parent_record.image_paths):
+                path = self.store.task_dir(parent_record.local_id) / parent_record.image_paths[parent["image"] - 1]
+                by_path[str(path)] = (parent["local_id"], parent["image"])
+            if parent_record and parent["image"] <= len(parent_record.image_urls):
+                by_path[parent_record.image_urls[parent["image"] - 1]] = (parent["local_id"], parent["image"])
+        references = []
+        for source in record.params.get("images") or []:
+            origin = by_path.get(source)
+            references.append(Reference.of_task(source, *origin) if origin else Reference.of(source))
+        return references
+
+    def _parent_of_source(self, record: TaskRecord) -> tuple[str, int] | None:
+        parents = record.parents
+        return (parents[0]["local_id"], parents[0]["image"]) if len(parents) == 1 else None
+
+    def action_reference(self) -> None:
+        self.add_reference(self._selected_image())
+
+    def reference_task_image(self, local_id: str, index: int) -> None:
+        """The grid's `R`: image `index` (1-based) of a task becomes the form's next reference."""
+        record = self.store.get(local_id)
+        if record is not None:
+            self.add_reference(self._task_image(record, index))
+
+    def add_reference(self, reference: Reference | None) -> None:
+        if reference is None:
+            return
+        number = self.form.add_reference(reference)
+        self.notify(f"Added to the form as <<<image_{number}>>> (Omni).", timeout=3)
+
+    def action_edit_image(self) -> None:
+        reference = self._selected_image()
+        if reference is None:
+            return
+        self.form.start_edit(reference)
+        self.notify("Omni edit: describe the change to <<<image_1>>>, then ctrl+j.", timeout=4)
+
+    def action_expand(self) -> None:
+        reference = self._selected_image()
+        if reference is not None:
+            self._open_expand(reference.source, reference.label, reference.parent)
+
+    def _open_expand(
+        self, source: str, label: str, parent: tuple[str, int] | None, previous: TaskRecord | None = None
+    ) -> None:
+        from kling_tui.api.validation import image_size
+        from kling_tui.ui.expand_dialog import ExpandDialog
+
+        size = None
+        if source and not source.startswith(("http://", "https://")):
+            try:
+                found = image_size(Path(source).expanduser().read_bytes())
+            except OSError:
+                found = None
+            size = (found[1], found[2]) if found else None
+
+        def send(request: Any) -> None:
+            if request is None:
+                return
+            if not self.ensure_connected():
+                self.notify("Not connected yet.", severity="warning")
+                return
+            self._enqueue([request])
+
+        dialog = ExpandDialog(source, label, size, parent)
+        self.push_screen(dialog, send)
+        if previous is not None:
+            dialog.call_after_refresh(dialog.fill, previous.params)
+
+    def _go_to_task(self, local_id: str) -> None:
+        record = self.store.get(local_id)
+        if record is None:
+            self.notify(f"Task {local_id} is no longer in the history.", severity="warning")
+            return
+        if not self.table.known(local_id):
+            self.table.upsert(record)  # sorted into its place by time, even when filtered out
+        self.table.move_cursor(row=self.table.get_row_index(local_id), animate=False)
+        self.table.focus()
+
+    def action_parent(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        parents = record.parents
+        if not parents:
+            self.notify("This task was not made from another task's image.", timeout=3)
+            return
+        if len(parents) == 1:
+            self._go_to_task(parents[0]["local_id"])
+            return
+        labels = []
+        for parent in parents:
+            source = self.store.get(parent["local_id"])
+            about = f" · {short(source.prompt, 40)}" if source else ""
+            labels.append(f"{parent['local_id']} image {parent['image']}{about}")
+        self.push_screen(
+            QuickPick("Go to which parent?", labels),
+            lambda choice: self._go_to_task(choice.split(" ")[0]) if choice else None,
+        )
+
+    def action_children(self) -> None:
+        record = self._selected_or_warn()
+        if record is None:
+            return
+        children = self.store.children(record.local_id)
+        if not children:
+            self.notify("Nothing was made from this task's images yet.", timeout=3)
+            return
+        if len(children) == 1:
+            self._go_to_task(children[0].local_id)
+            return
+        newest = list(reversed(children))[: len(QuickPick.KEYS)]
+        labels = [f"{c.local_id} · {c.kind} · {short(c.prompt, 40)}" for c in newest]
+        self.push_screen(
+            QuickPick("Go to which task made from it?", labels),
+            lambda choice: self._go_to_task(choice.split(" ")[0]) if choice else None,
+        )
+
+    @on(ReferenceList.AddRequested)
+    def _pick_history_image(self, message: ReferenceList.AddRequested) -> None:
+        from kling_tui.work.references import ImageRefError, image_of
+
+        rows = [r for r in self.store.recent(PAGE_SIZE * 5, status=("succeed",)) if r.image_count]
+        items = [
+            (
+                f"{short(row.prompt, 60)} · {row.model or '-'} · image {i}/{row.image_count} · {row.local_id}",
+                (row.local_id, i),
+            )
+            for row in rows
+            for i in range(1, row.image_count + 1)
+        ]
+        if not items:
+            self.notify("No finished task with images in the history yet.", severity="warning")
+            return
+
+        def chosen(choice: tuple[str, int] | None) -> None:
+            record = self.store.get(choice[0]) if choice else None
+            if choice is None or record is None:
+                return
+            try:
+                found = image_of(self.store, record, choice[1])
+            except ImageRefError as exc:
+                self.notify(plain(exc), title="No image to use", severity="warning", markup=False)
+                return
+            number = self.form.add_reference(Reference.of_task(found.source, record.local_id, choice[1]))
+            self.notify(f"Added as <<<image_{number}>>>.", timeout=3)
+
+        self.push_screen(TaskImagePick(items), chosen)
 
     def _resubmit(self, record: TaskRecord, *, as_child: bool = False, **changes: Any) -> None:
         from kling_tui.api.types import request_from_params
@@ -1073,6 +1305,15 @@ class KlingApp(App[None]):
             if record.image_paths:
                 yield SystemCommand("Full screen", "The selected image on the whole terminal", self.action_fullscreen)
                 yield SystemCommand("Grid of images", "The task's (or its variant group's) images", self.action_grid)
+            if record.status == "succeed" and record.image_urls:
+                yield SystemCommand("Use image as reference", "Omni: the previewed image", self.action_reference)
+                yield SystemCommand(
+                    "Edit image with a prompt", "Omni: the image as <<<image_1>>>", self.action_edit_image
+                )
+                yield SystemCommand("Expand image…", "Grow its sides (outpainting)", self.action_expand)
+            if record.parents:
+                yield SystemCommand("Go to parent task", "The task its input came from", self.action_parent)
+            yield SystemCommand("Go to a task made from it", "Its children (lineage)", self.action_children)
             if record.status == "queued":
                 yield SystemCommand("Cancel queued task", "It was not sent yet", self.action_cancel_queued)
         yield SystemCommand("Starred only", "Toggle the star filter", self.action_starred_only)

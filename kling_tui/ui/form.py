@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -17,11 +18,23 @@ from textual.suggester import Suggester
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static, TextArea
 
-from kling_tui.api.capabilities import Capabilities, ModelCaps
+from kling_tui.api.capabilities import OMNI_IMAGE, Capabilities, ModelCaps
 from kling_tui.api.errors import Problem
-from kling_tui.api.types import GenerationRequest, MultiImageRequest
-from kling_tui.api.validation import PROMPT_MAX
+from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
+from kling_tui.api.validation import PROMPT_MAX, SERIES_MAX, SERIES_MIN, images_made
 from kling_tui.base.textsafe import plain
+from kling_tui.ui.references import (
+    REMOVED_MARK,
+    Reference,
+    ReferenceCompletion,
+    ReferenceInputDialog,
+    ReferenceList,
+    after_removal,
+    after_swap,
+    parents_of,
+)
+
+FormRequest = GenerationRequest | MultiImageRequest | OmniRequest
 
 NO_REFERENCE = "none"
 SUBJECT_FIELDS = tuple(f"subject-{i}" for i in range(1, 5))
@@ -50,7 +63,12 @@ FIELD_WIDGET = {
     "scene_image": "scene",
     "style_image": "style",
     "model_name": "model",
+    "image_list": "references",
+    "element_list": "elements",
+    "result_type": "result-type",
+    "series_amount": "series-amount",
 }
+MODES = (("text/image", "generation"), ("multi-image", "multi"), ("omni: edit, combine", "omni"))
 
 
 class PathSuggester(Suggester):
@@ -83,6 +101,9 @@ class PromptArea(TextArea):
 
     class SearchRequested(Message):
         """ctrl+r: the user wants to pick a past prompt."""
+
+    class AtTyped(Message):
+        """`@` was just typed: the form may offer its references."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,6 +140,11 @@ class PromptArea(TextArea):
 
     def action_search_history(self) -> None:
         self.post_message(self.SearchRequested())
+
+    async def _on_key(self, event: events.Key) -> None:
+        await super()._on_key(event)
+        if event.character == "@" and not self.read_only:
+            self.post_message(self.AtTyped())
 
 
 class GenerationForm(VerticalScroll, can_focus=False):
@@ -162,6 +188,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             "aspect": tuple(default.aspect_ratios),
             "resolution": tuple(default.resolutions),
             "reference": (NO_REFERENCE, "subject", "face"),
+            "result-type": ("single",),
         }
 
     # -- layout ------------------------------------------------------------------------
@@ -187,7 +214,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             with Vertical(classes="half"):
                 yield Label("Mode", classes="field-label")
                 yield Select(
-                    [("text/image", "generation"), ("multi-image", "multi")],
+                    list(MODES),
                     value="generation",
                     allow_blank=False,
                     id="mode",
@@ -216,9 +243,27 @@ class GenerationForm(VerticalScroll, can_focus=False):
                     id="resolution",
                     compact=True,
                 )
-            with Vertical(classes="third"):
+            with Vertical(classes="third", id="n-box"):
                 yield Label("n (1-9)", classes="field-label")
                 yield Input(value="1", id="n", type="integer", max_length=2, compact=True)
+        with Horizontal(classes="row omni-only hidden"):
+            with Vertical(classes="half"):
+                yield Label("Result", classes="field-label")
+                yield Select([("single", "single")], value="single", allow_blank=False, id="result-type", compact=True)
+            with Vertical(classes="half hidden", id="series-box"):
+                yield Label(f"Series images ({SERIES_MIN}-{SERIES_MAX})", classes="field-label")
+                yield Input(value="4", id="series-amount", type="integer", max_length=2, compact=True)
+        yield Label("Reference images (N is <<<image_N>>>)", classes="field-label omni-only hidden")
+        yield ReferenceList(id="references", classes="omni-only hidden", compact=True)
+        yield Static("a add a file or URL · t from history · d remove · K/J move", classes="hint omni-only hidden")
+        yield Static("", id="omni-hint", classes="hint")
+        yield Label("Element ids (optional, <<<element_N>>>)", classes="field-label omni-only hidden")
+        yield Input(
+            placeholder="ids of your Kling elements, comma-separated",
+            id="elements",
+            classes="omni-only hidden",
+            compact=True,
+        )
         yield Label("Reference image", classes="field-label", id="image-label")
         yield Input(
             placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester(), compact=True
@@ -276,7 +321,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         yield Input(placeholder="https://…", id="callback", compact=True)
         yield Label("Variants (each combination is its own task)", classes="field-label")
         yield Checkbox("One task per prompt line", id="split-lines")
-        with Horizontal(classes="row"):
+        with Horizontal(classes="row", id="variant-lists"):
             with Vertical(classes="half"):
                 yield Label("Also on models", classes="field-label")
                 yield SelectionList[str](
@@ -291,6 +336,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     def on_mount(self) -> None:
         self.border_title = "New task"
+        self.query_one(ReferenceList).show([])
         draft = dict(self._draft)
         if draft.get("model") in self.retired:
             draft.pop("model")  # the service said it is gone: start on the preferred model instead
@@ -321,6 +367,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
             "reference": str(self.query_one("#reference", Select).value),
             "aspect": str(self.query_one("#aspect", Select).value),
             "resolution": str(self.query_one("#resolution", Select).value),
+            "result-type": str(self.query_one("#result-type", Select).value),
+            # The draft keeps scalars only: the references go as JSON.
+            "references": json.dumps(
+                [[r.source, r.label, list(r.parent) if r.parent else None] for r in self.references]
+            ),
         }
         for widget in self.query(Input):
             if widget.id:
@@ -331,22 +382,27 @@ class GenerationForm(VerticalScroll, can_focus=False):
         """Fill the form from a draft or a task's parameters (see `load_params`)."""
         if not values:
             return
-        if values.get("mode") in ("generation", "multi"):
+        if values.get("mode") in ("generation", "multi", "omni"):
             self.query_one("#mode", Select).value = values["mode"]
-        if values.get("model") in self.caps.models:
-            self.query_one("#model", Select).value = values["model"]
         if isinstance(values.get("prompt"), str):
             self.query_one("#prompt", TextArea).text = values["prompt"]
-        self._pending_selects = {k: values[k] for k in ("reference", "aspect", "resolution") if k in values}
+        # Set once the mode's options are in place (an Omni model is not among the generation models).
+        self._pending_selects = {
+            k: values[k] for k in ("model", "reference", "aspect", "resolution", "result-type") if k in values
+        }
         for widget in self.query(Input):
             if widget.id in values and isinstance(values[widget.id], str):
                 widget.value = values[widget.id]
+        if isinstance(values.get("references"), str):
+            self.set_references(_references_from_json(values["references"]))
+        elif isinstance(values.get("references"), list):
+            self.set_references(values["references"])
         self.refresh_capabilities()
 
-    def load_params(self, kind: str, params: dict[str, Any]) -> None:
-        """Put a recorded task's parameters into the form."""
+    def load_params(self, kind: str, params: dict[str, Any], references: list[Reference] | None = None) -> None:
+        """Put a recorded task's parameters into the form (an Omni task's images as `references`)."""
         values: dict[str, Any] = {
-            "mode": "multi" if kind == "multi" else "generation",
+            "mode": kind if kind in ("multi", "omni") else "generation",
             "model": params.get("model_name") or self.caps.default_model,
             "prompt": params.get("prompt") or "",
             "reference": params.get("image_reference") or NO_REFERENCE,
@@ -363,6 +419,14 @@ class GenerationForm(VerticalScroll, can_focus=False):
         subjects = list(params.get("subject_images") or [])
         for i, widget_id in enumerate(SUBJECT_FIELDS):
             values[widget_id] = subjects[i] if i < len(subjects) else ""
+        if kind == "omni":
+            values["aspect"] = params.get("aspect_ratio") or "auto"
+            values["result-type"] = params.get("result_type") or "single"
+            values["elements"] = ", ".join(str(e) for e in params.get("elements") or [])
+            values["series-amount"] = str(params.get("series_amount") or 4)
+            values["references"] = (
+                references if references is not None else [Reference.of(i) for i in params.get("images") or []]
+            )
         self.restore(values)
         self.validate_now()
 
@@ -377,7 +441,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             problems.append(Problem(field, f"must be {kind} (got {text!r})"))
             return None
 
-    def build_request(self) -> tuple[GenerationRequest | MultiImageRequest, list[Problem]]:
+    def build_request(self) -> tuple[FormRequest, list[Problem]]:
         """The request the form describes, and the problems of reading it (numbers)."""
         problems: list[Problem] = []
         model = self.model
@@ -391,8 +455,25 @@ class GenerationForm(VerticalScroll, can_focus=False):
             "external_task_id": self._text("external-id") or None,
             "callback_url": self._text("callback") or None,
         }
+        if self.mode == "omni":
+            series = str(self.query_one("#result-type", Select).value) == "series"
+            omni = OmniRequest(
+                prompt=prompt,
+                images=[r.source for r in self.references],
+                elements=[e.strip() for e in self._text("elements").split(",") if e.strip()],
+                resolution=str(self.query_one("#resolution", Select).value),
+                result_type="series" if series else None,
+                series_amount=self._number("series-amount", "series_amount", int, problems) if series else None,
+                parents=parents_of(self.references),
+                **{**common, "n": None if series else n},
+            )
+            if REMOVED_MARK in prompt:
+                problems.append(
+                    Problem("prompt", f"{REMOVED_MARK} stood for a removed image: type @ to pick another or delete it")
+                )
+            return omni, problems
         if self.mode == "multi":
-            request: GenerationRequest | MultiImageRequest = MultiImageRequest(
+            request: FormRequest = MultiImageRequest(
                 subject_images=[self._text(f) for f in SUBJECT_FIELDS if self._text(f)],
                 prompt=prompt or None,
                 scene_image=self._text("scene") or None,
@@ -421,16 +502,18 @@ class GenerationForm(VerticalScroll, can_focus=False):
         )
         return request, problems
 
-    def variant_requests(self) -> list[GenerationRequest | MultiImageRequest]:
+    def variant_requests(self) -> list[FormRequest]:
         """The form's request fanned out over the chosen variants (just itself when none)."""
         from kling_tui.work.variants import expand
 
         request, _ = self.build_request()
+        # The model and ratio lists are the generation endpoint's: hidden, and not used, in Omni mode.
+        omni = self.mode == "omni"
         return expand(
             request,
             split_lines=self.query_one("#split-lines", Checkbox).value,
-            models=list(self.query_one("#more-models", SelectionList).selected),
-            ratios=list(self.query_one("#more-ratios", SelectionList).selected),
+            models=[] if omni else list(self.query_one("#more-models", SelectionList).selected),
+            ratios=[] if omni else list(self.query_one("#more-ratios", SelectionList).selected),
         )
 
     # -- model awareness ---------------------------------------------------------------
@@ -459,30 +542,42 @@ class GenerationForm(VerticalScroll, can_focus=False):
         pending = getattr(self, "_pending_selects", {})
         self._pending_selects = {}
         multi = self.mode == "multi"
+        omni = self.mode == "omni"
+        if omni and getattr(self, "_last_mode", "omni") != "omni":
+            pending.setdefault("aspect", "auto")  # Omni's default: the model follows the inputs
+        self._last_mode = self.mode
+        endpoint = OMNI_IMAGE if omni else "generations"
         names = (
             self.caps.multi_image_models()
             if multi
-            else [m for m in self.caps.models_for("generations") if not self.caps.models[m].discontinued]
+            else [m for m in self.caps.models_for(endpoint) if not self.caps.models[m].discontinued]
         )
         model_select = self.query_one("#model", Select)
-        current = str(model_select.value)
+        current = pending.get("model") or str(model_select.value)
         if [o for o in names] != getattr(self, "_model_options", None):
             self._model_options = list(names)
             model_select.set_options([(n, n) for n in names])
-            model_select.value = current if current in names else names[0]
+        chosen = current if current in names else names[0]
+        if model_select.value != chosen:
+            model_select.value = chosen
         model = self.model
-        image = self._text("image")
+        image = "" if omni else self._text("image")
+        single = not multi and not omni  # the generations endpoint
 
         self._show(".multi-only", multi)
+        self._show(".omni-only", omni)
+        self._show("#variant-lists", not omni)
         for widget_id in ("negative-label", "negative", "image-label", "image"):
-            self._show(f"#{widget_id}", not multi)
+            self._show(f"#{widget_id}", single)
 
         hints = []
-        if multi:
+        if omni:
+            hints.append("Omni: edit, combine or restyle images; refer to image N as <<<image_N>>> (type @).")
+        elif multi:
             hints.append(f"Multi-image to image: 1-4 subject images on {', '.join(self.caps.multi_image_models())}.")
         elif not model.text_to_image:
             hints.append(f"{model.name} has no text-to-image: give a reference image (restyle).")
-        if model.restyle and not multi:
+        if model.restyle and single:
             hints.append("An image restyles it: the output keeps the input's size.")
         self._hint("model-hint", " ".join(hints))
 
@@ -495,19 +590,19 @@ class GenerationForm(VerticalScroll, can_focus=False):
             image_hint = f"Needs a reference type on {model.name}: {', '.join(model.reference_types)}."
         else:
             image_hint = ""
-        self._hint("image-hint", "" if multi else image_hint)
+        self._hint("image-hint", image_hint if single else "")
 
         negative = self.query_one("#negative", Input)
         negative.disabled = bool(image)
-        self._hint("negative-hint", "Not available together with a reference image." if image and not multi else "")
+        self._hint("negative-hint", "Not available together with a reference image." if image and single else "")
 
-        references = model.reference_types and not multi
+        references = model.reference_types and single
         self._show("#reference-box", bool(references))
         reference = pending.get("reference") or str(self.query_one("#reference", Select).value)
         if references:
             self._set_options("reference", (NO_REFERENCE, *model.reference_types), reference)
             reference = str(self.query_one("#reference", Select).value)
-        show_image_fidelity = bool(image) and not multi
+        show_image_fidelity = bool(image) and single
         show_human = show_image_fidelity and references and reference == "subject"
         self._show("#fidelity-row", show_image_fidelity)
         self._show("#human-fidelity-box", bool(show_human))
@@ -522,6 +617,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
         restyle_input = bool(image) and model.restyle
         self._show("#resolution-box", not multi and not restyle_input)
         self._set_options("resolution", resolutions, pending.get("resolution"))
+        result_types = ("single", "series") if model.series else ("single",)
+        self._set_options("result-type", result_types, pending.get("result-type"))
+        series = omni and str(self.query_one("#result-type", Select).value) == "series"
+        self._show("#series-box", series)
+        self._show("#n-box", not series)
         self._shown_for = self._capability_inputs()
 
     def _capability_inputs(self) -> tuple[str, ...]:
@@ -531,6 +631,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             self.mode,
             str(self.query_one("#model", Select).value),
             str(self.query_one("#reference", Select).value),
+            str(self.query_one("#result-type", Select).value),
             self._text("image"),
         )
 
@@ -550,12 +651,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._show_problems(problems, request, variants)
         return problems
 
-    def _show_problems(
-        self,
-        problems: list[Problem],
-        request: GenerationRequest | MultiImageRequest,
-        variants: list[GenerationRequest | MultiImageRequest],
-    ) -> None:
+    def _show_problems(self, problems: list[Problem], request: FormRequest, variants: list[FormRequest]) -> None:
         bad_widgets = {FIELD_WIDGET.get(p.field.split("[")[0], "") for p in problems}
         for p in problems:
             if p.field.startswith("subject_image_list["):
@@ -563,6 +659,10 @@ class GenerationForm(VerticalScroll, can_focus=False):
                 bad_widgets.add(SUBJECT_FIELDS[min(index, 3)])
         for widget in self.query(Input):
             widget.set_class(widget.id in bad_widgets, "-invalid")
+        self.query_one(ReferenceList).set_class("references" in bad_widgets, "-invalid")
+        # Allowed but probably not meant (an image the prompt never names): a hint, not a problem.
+        warnings = request.warnings() if isinstance(request, OmniRequest) and not problems else []
+        self._hint("omni-hint", "\n".join(warnings))
         text = Text()
         for p in problems:
             text.append("✗ ", style="bold")
@@ -580,10 +680,10 @@ class GenerationForm(VerticalScroll, can_focus=False):
         from kling_tui.work.variants import estimate_units
 
         model = self.model
-        n = request.n if isinstance(request.n, int) and request.n > 0 else 1
+        n = images_made(request.kind, request.params())
         units = estimate_units(variants, self.caps)
         if len(variants) > 1:
-            images = sum(v.n if isinstance(v.n, int) and v.n > 0 else 1 for v in variants)
+            images = sum(images_made(v.kind, v.params()) for v in variants)
             line = f"{len(variants)} tasks · {images} images · estimate ≈ {describe(units, self.caps)}"
         else:
             line = (
@@ -592,7 +692,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             )
         self.query_one("#estimate", Static).update(Text(line))
 
-    def retirement_notices(self, variants: list[GenerationRequest | MultiImageRequest]) -> list[str]:
+    def retirement_notices(self, variants: Sequence[GenerationRequest | MultiImageRequest | OmniRequest]) -> list[str]:
         """A warning per model about to be sent to that has retired or retires within 30 days."""
         today = self.today()
         names = dict.fromkeys(v.model_name for v in variants if v.model_name)
@@ -620,7 +720,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
     def _select_changed(self, event: Select.Changed) -> None:
         if (
             self._ready
-            and event.select.id in ("mode", "model", "reference")
+            and event.select.id in ("mode", "model", "reference", "result-type")
             and self._capability_inputs() != self._shown_for
         ):
             self.refresh_capabilities()
@@ -652,3 +752,119 @@ class GenerationForm(VerticalScroll, can_focus=False):
     def set_prompt(self, text: str) -> None:
         self.query_one("#prompt", TextArea).text = text
         self.validate_now()
+
+    # -- Omni references ---------------------------------------------------------------
+    @property
+    def references(self) -> list[Reference]:
+        return list(self.query_one(ReferenceList).references)
+
+    def set_references(self, references: list[Reference], highlight: int | None = None) -> None:
+        self.query_one(ReferenceList).show(references, highlight)
+        self.schedule_validation()
+
+    def use_omni(self) -> None:
+        """Switch to Omni mode (its references and models)."""
+        if self.mode != "omni":
+            self.query_one("#mode", Select).value = "omni"
+            self.refresh_capabilities()
+
+    def add_reference(self, reference: Reference) -> int:
+        """Append an image to the references (switching to Omni mode); returns its number N."""
+        self.use_omni()
+        references = self.references + [reference]
+        self.set_references(references, highlight=len(references) - 1)
+        return len(references)
+
+    def remove_reference(self, index: int) -> None:
+        """Remove reference `index` (0-based); the prompt's <<<image_N>>> follow their images."""
+        references = self.references
+        if not 0 <= index < len(references):
+            return
+        del references[index]
+        prompt = self.query_one("#prompt", TextArea)
+        renumbered = after_removal(prompt.text, index + 1)
+        if renumbered != prompt.text:
+            prompt.text = renumbered
+        self.set_references(references, highlight=index)
+
+    def move_reference(self, index: int, delta: int) -> None:
+        references = self.references
+        other = index + delta
+        if not (0 <= index < len(references) and 0 <= other < len(references)):
+            return
+        references[index], references[other] = references[other], references[index]
+        prompt = self.query_one("#prompt", TextArea)
+        swapped = after_swap(prompt.text, index + 1, other + 1)
+        if swapped != prompt.text:
+            prompt.text = swapped
+        self.set_references(references, highlight=other)
+
+    def start_edit(self, reference: Reference) -> None:
+        """Omni with just this image as <<<image_1>>>, the prompt ready for the instruction."""
+        self.use_omni()
+        self.set_references([reference], highlight=0)
+        self._set_options("aspect", self.model.aspect_ratios, "auto")
+        self._set_options("result-type", self._options["result-type"], "single")
+        self.query_one("#n", Input).value = "1"  # one edit to look at; n is one key away
+        self.refresh_capabilities()
+        prompt = self.query_one("#prompt", PromptArea)
+        prompt.text = "<<<image_1>>> "
+        prompt.move_cursor(prompt.document.end)
+        prompt.focus()
+
+    @on(ReferenceList.RemoveRequested)
+    def _remove_requested(self, event: ReferenceList.RemoveRequested) -> None:
+        self.remove_reference(event.index)
+
+    @on(ReferenceList.MoveRequested)
+    def _move_requested(self, event: ReferenceList.MoveRequested) -> None:
+        self.move_reference(event.index, event.delta)
+
+    @on(ReferenceList.AddRequested)
+    def _add_requested(self, event: ReferenceList.AddRequested) -> None:
+        if event.where == "history":
+            return  # the app owns the history: it bubbles on to it
+        event.stop()
+
+        def chosen(value: str | None) -> None:
+            if value:
+                self.add_reference(Reference.of(value))
+
+        self.app.push_screen(ReferenceInputDialog(PathSuggester()), chosen)
+
+    @on(PromptArea.AtTyped)
+    def _at_typed(self) -> None:
+        references = self.references
+        if self.mode != "omni" or not references:
+            return
+        prompt = self.query_one("#prompt", PromptArea)
+        at = prompt.cursor_location
+        offset = prompt.cursor_screen_offset
+
+        def chosen(number: int | None) -> None:
+            if number is None:
+                return  # the @ stays as typed
+            row, column = at
+            start = (row, column - 1)
+            if prompt.document.get_text_range(start, at) == "@":
+                prompt.replace(f"<<<image_{number}>>>", start, at)
+            else:
+                prompt.insert(f"<<<image_{number}>>>")
+            prompt.focus()
+
+        self.app.push_screen(ReferenceCompletion(references, (offset.x, offset.y + 1)), chosen)
+
+
+def _references_from_json(text: str) -> list[Reference]:
+    """The draft's references; anything malformed is dropped (a draft is a convenience)."""
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return []
+    found = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], str):
+            parent = item[2]
+            ok = isinstance(parent, list) and len(parent) == 2 and isinstance(parent[0], str)
+            found.append(Reference(item[0], item[1], (parent[0], int(parent[1])) if ok else None))
+    return found

@@ -294,4 +294,4 @@ class GridScreen(Screen[None]):
 
     def action_reference(self) -> None:
         if self.current:
-            self.host.use_as_reference(self.current.path)
+            self.host.reference_task_image(self.current.local_id, self.current.index + 1)

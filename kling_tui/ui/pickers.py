@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -12,6 +14,8 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from kling_tui.base.textsafe import plain
+
+T = TypeVar("T")
 
 
 class QuickPick(ModalScreen[str | None]):
@@ -50,8 +54,8 @@ class QuickPick(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class PromptSearch(ModalScreen[str | None]):
-    """ctrl+r: type to filter past prompts, enter to take one."""
+class SearchPick(ModalScreen[T | None], Generic[T]):
+    """Type to filter a list, enter to take the highlighted item; dismisses with its value."""
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="search.cancel"),
@@ -59,28 +63,35 @@ class PromptSearch(ModalScreen[str | None]):
         Binding("up", "move(-1)", "Previous", show=False, id="search.previous"),
     ]
     SHOWN = 200
+    TITLE = "Search"
+    HINT = "enter takes the highlighted item · escape cancels"
 
-    def __init__(self, prompts: list[str]) -> None:
+    def __init__(self, items: list[tuple[str, T]]) -> None:
         super().__init__()
-        self.prompts = prompts
+        self.items = items
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="search-dialog"):
-            yield Static("Past prompts", classes="title")
+            yield Static(self.TITLE, classes="title")
             yield Input(placeholder="type to filter", id="search", compact=True)
             yield OptionList(id="matches")
-            yield Static("enter takes the highlighted prompt · escape cancels", classes="hint")
+            yield Static(self.HINT, classes="hint")
 
     def on_mount(self) -> None:
         self._fill("")
+
+    def matches(self, needle: str, label: str) -> bool:
+        return needle in label.casefold()
 
     def _fill(self, needle: str) -> None:
         matches = self.query_one("#matches", OptionList)
         matches.clear_options()
         needle = needle.casefold()
-        found = [p for p in self.prompts if needle in p.casefold()][: self.SHOWN]
+        found = [item for item in self.items if self.matches(needle, item[0])][: self.SHOWN]
         self._found = found
-        matches.add_options([Option(Text(plain(" ".join(p.split())[:200])), id=str(i)) for i, p in enumerate(found)])
+        matches.add_options(
+            [Option(Text(plain(" ".join(label.split())[:200])), id=str(i)) for i, (label, _) in enumerate(found)]
+        )
         if found:
             matches.highlighted = 0
 
@@ -92,11 +103,11 @@ class PromptSearch(ModalScreen[str | None]):
     def _submitted(self) -> None:
         matches = self.query_one("#matches", OptionList)
         if matches.highlighted is not None and self._found:
-            self.dismiss(self._found[matches.highlighted])
+            self.dismiss(self._found[matches.highlighted][1])
 
     @on(OptionList.OptionSelected)
     def _selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self._found[int(event.option.id or 0)])
+        self.dismiss(self._found[int(event.option.id or 0)][1])
 
     def action_move(self, delta: int) -> None:
         matches = self.query_one("#matches", OptionList)
@@ -106,3 +117,33 @@ class PromptSearch(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class PromptSearch(SearchPick[str]):
+    """ctrl+r: type to filter past prompts, enter to take one."""
+
+    TITLE = "Past prompts"
+    HINT = "enter takes the highlighted prompt · escape cancels"
+
+    def __init__(self, prompts: list[str]) -> None:
+        super().__init__([(p, p) for p in prompts])
+        self.prompts = prompts
+
+
+def fuzzy(needle: str, label: str) -> bool:
+    """Every word of `needle` is in `label` with its letters in order (gaps allowed)."""
+    for word in needle.split():
+        rest = iter(label)
+        if not all(ch in rest for ch in word):
+            return False
+    return True
+
+
+class TaskImagePick(SearchPick[tuple[str, int]]):
+    """A fuzzy finder over the images of past tasks; dismisses with (local id, 1-based image)."""
+
+    TITLE = "Reference image from history"
+    HINT = "type parts of the prompt, model or id · enter takes the image · escape cancels"
+
+    def matches(self, needle: str, label: str) -> bool:
+        return fuzzy(needle, label.casefold())

@@ -102,9 +102,11 @@ class PreviewPane(Vertical, can_focus=True):
         self._image_cls = image_widget_class(protocol)
         self._image: Widget | None = None
         self.shown: Path | None = None  # the file drawn right now (tests and benchmarks read it)
+        self.series = False  # the images are one series: the caption says "series 2/4"
 
     def compose(self) -> ComposeResult:
         yield Static("", id="preview-caption")
+        yield Static("", id="preview-lineage")
         with Center(id="preview-body"):
             yield Static("Select a task to see its images.", id="preview-message")
 
@@ -123,14 +125,30 @@ class PreviewPane(Vertical, can_focus=True):
         message.update(Text(text), layout=False)
 
     def show_task(
-        self, owner: str | None, paths: list[Path | None], urls: list[str], status: str, note: str = ""
+        self,
+        owner: str | None,
+        paths: list[Path | None],
+        urls: list[str],
+        status: str,
+        note: str = "",
+        *,
+        lineage: str = "",
+        series: bool = False,
     ) -> None:
-        """Point the pane at a task; keeps the index when the same task refreshes."""
+        """Point the pane at a task; keeps the index when the same task refreshes.
+
+        `lineage` says where the task came from and what was made from it.
+        """
         if not self.children:
             return  # the app is shutting down
         if owner != self.owner:
             self.index = 0
         self.owner = owner
+        self.series = series
+        lineage_line = self.query_one("#preview-lineage", Static)
+        if lineage or lineage_line.display:
+            lineage_line.update(Text(plain(lineage, keep_newlines=True)))
+            lineage_line.display = bool(lineage)
         self.paths = paths
         self.urls = urls
         count = max(len(paths), len(urls))
@@ -152,7 +170,8 @@ class PreviewPane(Vertical, can_focus=True):
         count = max(len(self.paths), len(self.urls))
         path = self.paths[self.index] if self.index < len(self.paths) else None
         where = path.name if path else "not saved yet"
-        self._caption(f"{self.index + 1}/{count} · {where} · ←/→ to step" if count > 1 else f"1/1 · {where}")
+        position = f"{'series ' if self.series else ''}{self.index + 1}/{count}"
+        self._caption(f"{position} · {where} · ←/→ to step" if count > 1 else f"{position} · {where}")
         if path is None:
             self._message("Saving the image…")
             return

@@ -85,7 +85,7 @@ def status_cell(row: TaskRow | TaskRecord, now: float) -> Text:
 
 def _reason(row: TaskRow | TaskRecord) -> str:
     """Why a task failed or was not created (or why it is still unconfirmed), on one line."""
-    if not row.status_msg or row.status not in ("failed", "not_created", "error", "pending"):
+    if not row.status_msg or row.status not in ("failed", "not_created", "error", "pending", "queued"):
         return ""
     msg = plain(" ".join(row.status_msg.split()))
     return msg if len(msg) <= STATUS_MSG_WIDTH else msg[: STATUS_MSG_WIDTH - 1] + "…"

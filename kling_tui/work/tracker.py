@@ -28,6 +28,7 @@ class StatusChange:
     task: Task
     kind: str
     previous_status: str
+    key: str | None = None  # what the tracker follows it by (task_id or external_task_id)
 
 
 @dataclass
@@ -129,7 +130,13 @@ class Tracker:
             entry.status = task.task_status
         if task.task_status == previous:
             return None
-        return StatusChange(task=task, kind=entry.kind, previous_status=previous)
+        return StatusChange(task=task, kind=entry.kind, previous_status=previous, key=key)
+
+    def redeliver(self, change: StatusChange) -> None:
+        """The change could not be handled (e.g. history could not be written): report it
+        again on the next cycle, as if it had not been seen."""
+        self._tracked[change.key or change.task.task_id] = _Tracked(change.kind, change.previous_status)
+        self._wake.set()
 
     def _adapt(self, *, failed: bool) -> None:
         # Back off while the service fails (e.g. 1302 rate limits), brisk again once it answers.
@@ -155,12 +162,24 @@ class Tracker:
             except Exception as exc:  # the loop must survive anything one cycle throws
                 changes, errors = [], [exc]
             for change in changes:
-                await _call(on_change, change)
+                try:
+                    await _call(on_change, change)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # e.g. a full disk: keep polling, try the change again
+                    log.error("could not record %s (%s): %s", change.task.task_id, change.task.task_status, exc)
+                    self.redeliver(change)
+                    errors.append(exc)
             for error in errors:
                 if on_error is None:
                     log.warning("polling failed: %s", error)
-                else:
+                    continue
+                try:
                     await _call(on_error, error)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("the error handler failed")
 
     async def _pause(self, loop: asyncio.AbstractEventLoop, start: float) -> None:
         """Wait until `interval` after `start`; idle (no timer) while nothing is in flight."""

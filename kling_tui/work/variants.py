@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import uuid
+from collections.abc import Sequence
 
 from kling_tui.api.capabilities import Capabilities
 from kling_tui.api.prices import Price, price
-from kling_tui.api.types import GenerationRequest, MultiImageRequest
+from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
+from kling_tui.api.types import Request as AnyRequest
 
-Request = GenerationRequest | MultiImageRequest
+# The requests a form fans out (an expansion has no model or ratio to vary).
+Request = GenerationRequest | MultiImageRequest | OmniRequest
 
 
 def prompt_lines(prompt: str) -> list[str]:
@@ -52,12 +55,12 @@ def _unique(values: list[str | None]) -> list[str | None]:
     return list(seen)
 
 
-def request_price(request: Request, caps: Capabilities) -> Price:
+def request_price(request: AnyRequest, caps: Capabilities) -> Price:
     """The estimate for one request, from the price table (the server's deduction is the truth)."""
     return price(caps, request.kind, request.params())
 
 
-def estimate_units(requests: list[Request], caps: Capabilities) -> float:
+def estimate_units(requests: Sequence[AnyRequest], caps: Capabilities) -> float:
     """Estimated units of all `requests`, by model, use and resolution."""
     return sum(request_price(request, caps).units for request in requests)
 
