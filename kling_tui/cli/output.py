@@ -115,15 +115,17 @@ class Console:
     def json(self, value: Any) -> None:
         print(dumps(value), file=self.stdout)
 
+    # Messages may quote history or server text (a status edited into task.toml, say); escaping
+    # here as well keeps any that a caller forgot from acting on the terminal.
     def progress(self, message: str) -> None:
         if self.interactive:
-            print(message, file=self.stderr, flush=True)
+            print(plain(message, keep_newlines=True), file=self.stderr, flush=True)
 
     def warn(self, message: str) -> None:
-        print(f"kling-tui: warning: {message}", file=self.stderr)
+        print(f"kling-tui: warning: {plain(message, keep_newlines=True)}", file=self.stderr)
 
     def error(self, message: str) -> None:
-        print(f"kling-tui: error: {message}", file=self.stderr)
+        print(f"kling-tui: error: {plain(message, keep_newlines=True)}", file=self.stderr)
 
 
 def _record_lines(store: HistoryStore, record: TaskRecord) -> Iterator[str]:

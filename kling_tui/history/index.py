@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 INDEX_VERSION = 1
+# The index holds every prompt. SQLite gives its -wal and -shm files the main file's mode.
+FILE_MODE = 0o600
 
 ACTIVE_STATUSES = ("pending", "queued", "submitted", "processing")
 FINAL_LOCAL_STATUSES = ("succeed", "failed", "not_created", "error")
@@ -164,6 +166,7 @@ class TaskIndex:
 
         Raises IndexDamaged when the file is not a database.
         """
+        self._make_private()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         except sqlite3.DatabaseError as exc:
@@ -187,6 +190,7 @@ class TaskIndex:
         if state != "ok":
             conn.close()
             self._remove_files()
+            self._make_private()
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -195,6 +199,18 @@ class TaskIndex:
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(INDEX_VERSION),))
         self._conn = conn
         return state
+
+    def _make_private(self) -> None:
+        """Create the file 0600 before SQLite does (it would use 0644); narrow an older one."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        os.close(fd)
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                path = f"{self.path}{suffix}"
+                if os.stat(path).st_mode & 0o077:
+                    os.chmod(path, FILE_MODE)
+            except OSError:
+                pass  # gone, or not ours to change: opening it says what is wrong
 
     def close(self) -> None:
         if self._conn is not None:
