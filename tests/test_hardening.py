@@ -115,3 +115,41 @@ def test_an_older_world_readable_index_and_log_are_narrowed_on_start():
         os.chmod(path, 0o644)
     assert kling("--sandbox", "list").code == 0
     assert _mode(log) == 0o600 and _mode(index) == 0o600
+
+
+# -- 14: the header names where requests really go ---------------------------------------
+
+
+async def test_the_header_shows_the_real_host_when_the_base_url_is_not_the_regions(sandbox, monkeypatch):
+    from kling_tui.config import load_settings
+    from kling_tui.sandbox import DEFAULT_API_KEY
+    from kling_tui.ui.app import make_app
+    from tests.tui_helpers import wait_for
+
+    monkeypatch.setenv("KLING_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("KLING_BASE_URL", sandbox.base_url)
+    settings = load_settings()
+    assert settings.region == "singapore"  # the default region, overridden by the environment
+    app = make_app(settings, image_protocol="none", poll_interval=0.05)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: "slots" in app.sub_title, what="the connected header")
+        host = sandbox.base_url.split("//", 1)[1].rstrip("/")
+        assert app.sub_title.startswith(f"{host} · ")
+        assert "Singapore" not in app.sub_title
+
+
+def test_the_header_names_the_region_only_while_requests_go_there():
+    from types import SimpleNamespace
+
+    from kling_tui.config import REGIONS, Settings
+    from kling_tui.ui.app import KlingApp
+
+    def label(settings: Settings) -> str:
+        return KlingApp.endpoint_label.fget(SimpleNamespace(sandbox=None, settings=settings))
+
+    assert label(Settings(region="beijing")) == "Beijing"
+    assert label(Settings(region="beijing", custom_base_url=REGIONS["beijing"] + "/")) == "Beijing"
+    assert label(Settings(region="beijing", custom_base_url=REGIONS["singapore"])) == "api-singapore.klingai.com"
+    assert label(Settings(region="custom", custom_base_url="https://user:pw@proxy.example:8443/k")) == (
+        "proxy.example:8443"
+    )
