@@ -153,3 +153,39 @@ def test_the_header_names_the_region_only_while_requests_go_there():
     assert label(Settings(region="custom", custom_base_url="https://user:pw@proxy.example:8443/k")) == (
         "proxy.example:8443"
     )
+
+
+# -- 10: only files inside the task's folder are its images -----------------------------------
+
+
+def _edit_record(local_id: str, old: str, new: str, *, sandbox_history: bool = False) -> Path:
+    folder = _home() / "data" / ("sandbox/tasks" if sandbox_history else "tasks") / local_id
+    path = folder / "task.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("escape", ["../../../../../../../../etc/hostname", "/etc/hostname", "link"])
+def test_image_paths_leading_out_of_the_task_folder_are_not_its_images(sandbox, tmp_path, escape):
+    task = kling("generate", "a cat", "--wait", "--json", sandbox=sandbox).json()
+    (saved,) = task["images"]
+    original = Path(saved).read_bytes()
+    folder = Path(saved).parent
+    if escape == "link":  # the saved image replaced by a symlink to a file elsewhere
+        Path(saved).unlink()
+        Path(saved).symlink_to("/etc/hostname")
+    else:
+        _edit_record(task["local_id"], 'image_paths = [\n    "image-1.png",\n]', f'image_paths = ["{escape}"]')
+
+    shown = kling("show", task["local_id"], "--json", sandbox=sandbox)
+    assert shown.code == 0 and shown.json()["images"] == []
+
+    out = tmp_path / "out"
+    copied = kling("download", task["local_id"], "--out", str(out), "--json", sandbox=sandbox)
+    assert copied.code == 0, copied.stderr
+    (copy,) = out.iterdir()
+    assert copy.read_bytes() == original  # saved again from the server, not /etc/hostname
+    assert copied.json()["images"] == [str(folder / "image-1.png")]
+    assert not (folder / "image-1.png").is_symlink()

@@ -64,8 +64,7 @@ def _iso(epoch: float | None) -> str | None:
 
 
 def image_files(store: HistoryStore, record: TaskRecord) -> list[Path]:
-    folder = store.task_dir(record.local_id)
-    return [folder / name for name in record.image_paths if (folder / name).exists()]
+    return store.image_files(record)
 
 
 def record_json(store: HistoryStore, record: TaskRecord) -> dict[str, Any]:

@@ -269,6 +269,7 @@ class HistoryStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.index_path = index_path or self.root.parent / INDEX_FILE
         self.warnings: list[str] = []
+        self._refused_images: set[tuple[str, str]] = set()  # warned about once each
         self._lock = threading.RLock()
         self._index = TaskIndex(self.index_path)
         self._open_index()
@@ -385,13 +386,54 @@ class HistoryStore:
             self.warnings.append(f"Task {local_id}: cannot read {RECORD_FILE}: {exc.strerror or exc}")
             return None
         try:
-            return record_from_toml(local_id, text)
+            record = record_from_toml(local_id, text)
         except RecordError as exc:
             if "newer than" in str(exc):
                 self.warnings.append(f"Task {local_id}: {exc}; left as is and not shown.")
                 return None
             self._damaged(path, local_id, str(exc))
             return None
+        record.image_paths = self._contained(local_id, record.image_paths)
+        return record
+
+    def _contained(self, local_id: str, names: list[str]) -> list[str]:
+        """The image names that stay inside the task's folder; a hand-edited `../../etc/x`, an
+        absolute path or a symlink leading out is not one of the task's images."""
+        kept = []
+        for name in names:
+            if self.image_file(local_id, name, must_exist=False) is not None:
+                kept.append(name)
+            elif (local_id, name) not in self._refused_images:
+                self._refused_images.add((local_id, name))
+                self.warnings.append(
+                    f"Task {local_id}: image path {name!r} in {RECORD_FILE} is outside the task's folder; ignored."
+                )
+        return kept
+
+    def image_file(self, local_id: str, name: str, *, must_exist: bool = True) -> Path | None:
+        """`name` in the task's folder, or None when it leads out of it (or, with `must_exist`,
+        is not a regular file there)."""
+        folder = self.task_dir(local_id)
+        path = folder / name
+        try:
+            real_folder = os.path.realpath(folder)
+            real = os.path.realpath(path)
+        except (OSError, ValueError):  # ValueError: a NUL byte in the name
+            return None
+        if not real.startswith(real_folder + os.sep):
+            return None
+        if must_exist:
+            try:
+                if not os.path.isfile(real):
+                    return None
+            except (OSError, ValueError):
+                return None
+        return path
+
+    def image_files(self, record: TaskRecord) -> list[Path]:
+        """The task's saved images: regular files inside its folder, in the record's order."""
+        found = (self.image_file(record.local_id, name) for name in record.image_paths)
+        return [path for path in found if path is not None]
 
     def _damaged(self, path: Path, local_id: str, reason: str) -> None:
         try:
