@@ -181,6 +181,8 @@ def test_image_paths_leading_out_of_the_task_folder_are_not_its_images(sandbox, 
 
     shown = kling("show", task["local_id"], "--json", sandbox=sandbox)
     assert shown.code == 0 and shown.json()["images"] == []
+    if escape != "link":
+        assert f"image path {escape!r} in task.toml is outside the task's folder; ignored" in shown.stderr
 
     out = tmp_path / "out"
     copied = kling("download", task["local_id"], "--out", str(out), "--json", sandbox=sandbox)
@@ -189,3 +191,24 @@ def test_image_paths_leading_out_of_the_task_folder_are_not_its_images(sandbox, 
     assert copy.read_bytes() == original  # saved again from the server, not /etc/hostname
     assert copied.json()["images"] == [str(folder / "image-1.png")]
     assert not (folder / "image-1.png").is_symlink()
+
+
+# -- 7: a damaged task.toml is moved aside with a message --------------------------------
+
+
+@pytest.mark.parametrize("command", [["show", "{id}"], ["list", "--json"], ["export", "--format", "jsonl"]])
+def test_a_damaged_task_file_is_reported_naming_it_and_where_it_went(command):
+    task = kling("--sandbox", "generate", "a cat", "--json").json()
+    folder = _home() / "data" / "sandbox" / "tasks" / task["local_id"]
+    (folder / "task.toml").write_text('kind = "generation"\nstatus = [unclosed\n', encoding="utf-8")
+
+    run = kling("--sandbox", *(part.format(id=task["local_id"]) for part in command))
+    (moved,) = folder.glob("task.toml.damaged-*")
+    assert f"warning: Task {task['local_id']}: {folder / 'task.toml'} was damaged (not valid TOML" in run.stderr
+    assert f"moved it to {moved}" in run.stderr
+    if command[0] == "show":
+        assert run.code == 2
+        # The warning comes first, so "no task" is not the only thing the user reads.
+        assert run.stderr.index("was damaged") < run.stderr.index("no task")
+    else:
+        assert run.code == 0 and task["local_id"] not in run.stdout

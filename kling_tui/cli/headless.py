@@ -60,14 +60,26 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
     for warning in settings.warnings:
         console.warn(plain(warning))
     store: HistoryStore | None = None
+    warned = 0
+
+    def warn_about_history() -> None:
+        # What the store noticed while the command ran (a damaged task.toml moved aside, say),
+        # said before the command's own result or error.
+        nonlocal warned
+        if store is not None:
+            for warning in store.warnings[warned:]:
+                console.warn(plain(warning))
+            warned = len(store.warnings)
+
     try:
         store = HistoryStore(history_dir(sandbox=args.sandbox))
-        for warning in store.warnings:
-            console.warn(plain(warning))
+        warn_about_history()
         code = asyncio.run(_dispatch(args, settings, store, console))
+        warn_about_history()
         console.stdout.flush()  # here, so that a closed pipe is reported by the handler below
         return code
     except CommandError as exc:
+        warn_about_history()
         report(console, store, exc)
         return exc.exit_code
     except MissingCredentials:
@@ -86,4 +98,5 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
         return EXIT_INTERRUPTED
     finally:
         if store is not None:
+            warn_about_history()
             store.close()

@@ -440,13 +440,13 @@ class HistoryStore:
             moved = move_aside(path)
         except OSError as exc:
             self.warnings.append(
-                f"Task {local_id}: {RECORD_FILE} is damaged ({reason}) and could not be moved aside: {exc.strerror or exc}"
+                f"Task {local_id}: {path} is damaged ({reason}) and could not be moved aside: {exc.strerror or exc}"
             )
             return
         self.warnings.append(
-            f"Task {local_id}: {RECORD_FILE} was damaged ({reason}); moved it to {local_id}/{moved.name}."
+            f"Task {local_id}: {path} was damaged ({reason}); moved it to {moved} (fix it and rename it back"
+            f" to {RECORD_FILE} to see the task again)."
         )
-        return
 
     def _remove_temp_files(self, local_id: str) -> None:
         folder = self.task_dir(local_id)
