@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cli_helpers import kling
+from cli_helpers import Run, kling
 
 from kling_tui.history.store import HistoryStore
 
@@ -212,3 +215,207 @@ def test_a_damaged_task_file_is_reported_naming_it_and_where_it_went(command):
         assert run.stderr.index("was damaged") < run.stderr.index("no task")
     else:
         assert run.code == 0 and task["local_id"] not in run.stdout
+
+
+# -- 8: a read-only or full data directory ---------------------------------------------------
+
+
+def _can_mount() -> bool:
+    """Whether this machine lets a test mount file systems in a private mount namespace."""
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, timeout=10)
+    if probe.returncode == 0:
+        return True
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, timeout=10)
+    return probe.returncode == 0
+
+
+needs_mounts = pytest.mark.skipif(not _can_mount(), reason="cannot mount file systems here (unshare)")
+
+
+def _unshare() -> list[str]:
+    plain = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=10).returncode == 0
+    return ["unshare", "-m"] if plain else ["unshare", "-rm"]
+
+
+def _kling_mounted(setup: str, *args: str, keep: Path | None = None) -> Run:
+    """kling-tui in a private mount namespace after the shell commands `setup` (with $HOME_DIR
+    as KLING_TUI_HOME): the rest of the machine never sees those mounts. With `keep`, the data
+    folder as the command left it is copied there before the namespace goes."""
+    home = str(_home())
+    after = f'; cp -a "$HOME_DIR/data" "{keep}"' if keep else ""
+    script = f'{setup} && {{ "$@"; code=$?; }}{after}; exit $code'
+    done = subprocess.run(
+        [*_unshare(), "sh", "-c", script, "sh", sys.executable, "-m", "kling_tui", *args],
+        env={**os.environ, "HOME_DIR": home},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def _history_files() -> dict[str, str]:
+    tasks = _home() / "data" / "sandbox" / "tasks"
+    return {p.parent.name: p.read_text(encoding="utf-8") for p in tasks.glob("*/task.toml")}
+
+
+def _assert_one_clear_error(run: Run, *phrases: str) -> None:
+    assert "Traceback" not in run.stderr and "Error:" not in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kling-tui: error: cannot "), run.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], run.stderr
+
+
+READ_ONLY = 'mount --bind "$HOME_DIR" "$HOME_DIR" && mount -o remount,bind,ro "$HOME_DIR"'
+
+
+@needs_mounts
+@pytest.mark.parametrize(
+    "command",
+    [["--sandbox", "list"], ["--sandbox", "show", "{id}"], ["--sandbox", "generate", "a dog"], ["list"], ["locate"]],
+)
+def test_a_read_only_data_directory_gives_one_clear_message(command):
+    task = kling("--sandbox", "generate", "a cat", "--json").json()
+    before = _history_files()
+
+    run = _kling_mounted(READ_ONLY, *(part.format(id=task["local_id"]) for part in command))
+    assert run.code == 5
+    _assert_one_clear_error(run, str(_home() / "data"), "read-only", "KLING_TUI_HOME")
+    assert _history_files() == before
+
+
+def _fill_but(kilobytes: int) -> str:
+    """Shell: a 1 MiB tmpfs as the data folder, filled up to `kilobytes` KiB left."""
+    data = '"$HOME_DIR/data"'
+    return (
+        f"mount -t tmpfs -o size=1m tmpfs {data} && "
+        f"avail=$(df -k --output=avail {data} | tail -1) && "
+        f"dd if=/dev/zero of={data}/filler bs=1k count=$((avail - {kilobytes})) 2>/dev/null"
+    )
+
+
+@needs_mounts
+def test_a_full_disk_ends_generate_with_one_message_and_leaves_nothing_queued(tmp_path):
+    """The free space runs out at a different step for each size: opening the index, recording
+    the task, queueing it, sending it, recording the answer."""
+    (_home() / "data").mkdir(parents=True)
+    codes = []
+    for free in (0, 48, 104, 112, 144, 200, 232, 400):
+        left = tmp_path / f"left-{free}"
+        run = _kling_mounted(_fill_but(free), "--sandbox", "generate", "a cat", "--json", keep=left)
+        codes.append(run.code)
+        tasks = {p.parent.name: p.read_text(encoding="utf-8") for p in left.glob("sandbox/tasks/*/task.toml")}
+        assert all('status = "queued"' not in text for text in tasks.values()), free
+        assert all((folder / "task.toml").exists() for folder in left.glob("sandbox/tasks/*")), free
+        if run.code == 0:
+            continue
+        assert run.code == 5, run.stderr
+        _assert_one_clear_error(run, "the disk is full", "Free some space")
+        assert json.loads(run.stdout)["error"]["exit_code"] == 5
+        for local_id in tasks:  # what it says of each task it recorded is what it left
+            assert f"Task {local_id} is in the history and may have been sent" in run.stderr
+    assert 5 in codes and 0 in codes
+
+
+ENOSPC_AFTER = """
+import errno, os, sys
+real_open, writes = os.open, [0]
+def full_after(path, flags, *args, **kwargs):
+    if ".tmp" in os.fspath(path) and flags & os.O_CREAT:
+        writes[0] += 1
+        if writes[0] > int(sys.argv[1]):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+    return real_open(path, flags, *args, **kwargs)
+os.open = full_after
+from kling_tui.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("writes_before_full", range(6))
+def test_a_full_disk_at_any_history_write_leaves_no_queued_task(writes_before_full):
+    """The disk fills after the first N task.toml writes of `generate` (os.open refuses at the
+    OS boundary): a task the command never sent is never left queued for a later start to send."""
+    done = subprocess.run(
+        [sys.executable, "-c", ENOSPC_AFTER, str(writes_before_full), "--sandbox", "generate", "a cat", "--wait"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    run = Run(done.returncode, done.stdout, done.stderr)
+    assert run.code == 5, run.stderr
+    _assert_one_clear_error(run, "the disk is full", "task.toml")
+    history = _history_files()
+    assert all('status = "queued"' not in text for text in history.values())
+    tasks = _home() / "data" / "sandbox" / "tasks"
+    assert all((folder / "task.toml").exists() for folder in tasks.iterdir())  # no empty folder
+    if history:
+        (local_id,) = history
+        assert f"Task {local_id} is in the history and may have been sent" in run.stderr
+    elif writes_before_full == 0:
+        assert "Task " not in run.stderr  # nothing was recorded, so there is nothing to say
+    else:
+        assert "was not sent and is not kept" in run.stderr
+
+
+# -- 15: undecodable arguments, files where folders must be -------------------------------
+
+
+def _kling_bytes(*args: str | bytes, env: dict[str, str] | None = None) -> Run:
+    done = subprocess.run(
+        [sys.executable, "-m", "kling_tui", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        timeout=60,
+    )
+    return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--sandbox", "generate", b"a \xff cat"], "PROMPT"),
+        (["--sandbox", "generate", "a cat", "--negative", b"\xc3("], "--negative"),
+        (["--sandbox", "show", b"20261129-000000-\xff"], "TASK_ID"),
+    ],
+)
+def test_an_argument_that_is_not_utf8_exits_2_and_creates_nothing(args, option):
+    run = _kling_bytes(*args)
+    assert run.code == 2
+    assert "Traceback" not in run.stderr
+    assert f"kling-tui: error: {option}: not valid text (byte 0x" in run.stderr
+    assert "Nothing was recorded or sent" in run.stderr
+    assert not _home().exists()  # no task folder, no index, not even a log
+
+
+@pytest.mark.parametrize("command", [["list"], ["--sandbox", "generate", "a cat"], ["locate"], []])
+def test_kling_tui_home_that_is_a_file_exits_2_naming_it(tmp_path, command):
+    home = tmp_path / "not-a-folder"
+    home.write_text("mine\n")
+    run = _kling_bytes(*command, env={"KLING_TUI_HOME": str(home)})
+    assert run.code == 2
+    assert "Traceback" not in run.stderr
+    assert f"{home} is a file, not a folder" in run.stderr and "KLING_TUI_HOME" in run.stderr
+    assert home.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("command", [["list"], ["--sandbox", "generate", "a cat"], []])
+def test_a_config_folder_that_is_a_file_exits_2_and_creates_nothing(command):
+    home = _home()
+    home.mkdir()
+    (home / "config").write_text("mine\n")
+    run = _kling_bytes(*command)
+    assert run.code == 2
+    assert "Traceback" not in run.stderr
+    assert f"cannot create the config folder {home / 'config'}: {home / 'config'} is a file" in run.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["config"]
+
+
+def test_a_record_that_cannot_be_written_leaves_no_task_folder():
+    with _sandbox_store() as store:
+        with pytest.raises(UnicodeEncodeError):
+            store.new_record("generation", {"prompt": "a \udcff cat", "model_name": "kling-v1"})
+        assert list(store.root.iterdir()) == [] and store.recent() == [] and store.created == []

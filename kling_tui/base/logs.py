@@ -35,6 +35,10 @@ class PrivateLogHandler(RotatingFileHandler):
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A full or read-only disk loses the line; it must not spill a traceback on the terminal.
+        pass
+
 
 def make_private(path: Path) -> None:
     """Files written by an older version were 0644: narrow them on start."""

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import sys
 from typing import TextIO
 
 from kling_tui.api.auth import MissingCredentials
 from kling_tui.api.errors import KlingError
-from kling_tui.base.locations import history_dir
+from kling_tui.base.locations import StorageError, history_dir
+from kling_tui.base.logs import setup_logging
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.export import cmd_export, cmd_list
 from kling_tui.cli.generate import cmd_generate
@@ -25,6 +28,7 @@ from kling_tui.cli.output import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_INVALID,
+    EXIT_STORAGE,
     CommandError,
     Console,
     report,
@@ -33,6 +37,8 @@ from kling_tui.cli.session import missing_credentials_message
 from kling_tui.cli.show import cmd_download, cmd_show
 from kling_tui.config import Settings, load_settings
 from kling_tui.history.store import HistoryStore
+
+log = logging.getLogger(__name__)
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, store: HistoryStore, console: Console) -> int:
@@ -49,13 +55,108 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, store: History
     raise ValueError(f"not a headless command: {args.command}")
 
 
+async def _dispatch_until_history_fails(
+    args: argparse.Namespace, settings: Settings, store: HistoryStore, console: Console
+) -> int:
+    """`_dispatch`, ended with the StorageError as soon as any write to history fails: also one
+    in a background send or status update, which would otherwise leave the command waiting."""
+    command = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    failures: list[StorageError] = []
+
+    def write_failed(error: StorageError) -> None:
+        failures.append(error)
+        if command is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to stop
+                loop.call_soon_threadsafe(command.cancel)
+
+    def quiet_about_history(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        # A background send that died of the same StorageError: reported once, by run().
+        if isinstance(context.get("exception"), StorageError):
+            log.info("background work stopped: %s", context["exception"])
+        else:
+            loop.default_exception_handler(context)
+
+    store.on_write_error = write_failed
+    loop.set_exception_handler(quiet_about_history)
+    try:
+        return await _dispatch(args, settings, store, console)
+    except asyncio.CancelledError:
+        if failures:
+            raise failures[0] from None
+        raise
+    finally:
+        store.on_write_error = None
+
+
+# Arguments kept as text (in history, sent to the server); paths such as --image and --out may
+# hold any bytes the file system allows.
+TEXT_ARGUMENTS = {
+    "prompt": "PROMPT",
+    "negative": "--negative",
+    "model": "--model",
+    "aspect_ratio": "--aspect-ratio",
+    "external_task_id": "--external-task-id",
+    "callback_url": "--callback-url",
+    "task_id": "TASK_ID",
+}
+
+
+def check_text_arguments(args: argparse.Namespace) -> None:
+    """Refuse an argument that is not valid text in the locale's encoding: Python hands such
+    bytes over as lone surrogates, which can be neither stored nor sent."""
+    for name, option in TEXT_ARGUMENTS.items():
+        value = getattr(args, name, None)
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raw = value[exc.start].encode("utf-8", "surrogateescape")
+            raise CommandError(
+                f"{option}: not valid text (byte 0x{raw.hex()} at character {exc.start + 1}); "
+                "give it as UTF-8 text. Nothing was recorded or sent.",
+                EXIT_INVALID,
+            ) from None
+
+
+def storage_exit_code(error: StorageError) -> int:
+    return EXIT_INVALID if error.bad_input else EXIT_STORAGE
+
+
+def _undo_unsent(store: HistoryStore | None) -> str:
+    """After history stopped being writable: drop this command's tasks that were never sent,
+    and say where the others stand."""
+    if store is None:
+        return ""
+    notes = []
+    for local_id in store.created:
+        if store.discard_unsent(local_id):
+            notes.append(f"Task {local_id} was not sent and is not kept.")
+        elif store.task_dir(local_id).exists():
+            notes.append(
+                f"Task {local_id} is in the history and may have been sent: "
+                f"`kling-tui show {local_id}` settles it once the history can be written."
+            )
+    return " ".join(notes)
+
+
 def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run one headless command; returns the exit code."""
     if stdout is None and hasattr(sys.stdout, "reconfigure"):
         # A prompt the terminal's encoding cannot show must not crash the command.
         sys.stdout.reconfigure(errors="backslashreplace")
     console = Console(bool(getattr(args, "json", False)), stdout, stderr)
-    settings = load_settings()
+    try:
+        check_text_arguments(args)
+        settings = load_settings()  # makes the config folder, or says why it cannot
+        setup_logging()
+    except CommandError as exc:
+        report(console, None, exc)
+        return exc.exit_code
+    except StorageError as exc:
+        report(console, None, CommandError(exc.message, storage_exit_code(exc)))
+        return storage_exit_code(exc)
     args.sandbox = bool(getattr(args, "sandbox", False) or settings.sandbox)
     for warning in settings.warnings:
         console.warn(plain(warning))
@@ -74,7 +175,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
     try:
         store = HistoryStore(history_dir(sandbox=args.sandbox))
         warn_about_history()
-        code = asyncio.run(_dispatch(args, settings, store, console))
+        code = asyncio.run(_dispatch_until_history_fails(args, settings, store, console))
         warn_about_history()
         console.stdout.flush()  # here, so that a closed pipe is reported by the handler below
         return code
@@ -82,6 +183,11 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
         warn_about_history()
         report(console, store, exc)
         return exc.exit_code
+    except StorageError as exc:
+        warn_about_history()
+        message = " ".join(filter(None, (exc.message, _undo_unsent(store))))
+        report(console, None, CommandError(message, storage_exit_code(exc)))
+        return storage_exit_code(exc)
     except MissingCredentials:
         report(console, None, CommandError(missing_credentials_message(settings), EXIT_INVALID))
         return EXIT_INVALID

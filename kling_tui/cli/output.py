@@ -26,6 +26,9 @@ EXIT_API = 3  # the API or the network failed
 EXIT_TASK_FAILED = 4  # the task ended as "failed"
 
 
+EXIT_STORAGE = 5  # the history or data folder cannot be written (read-only, full)
+
+
 EXIT_INTERRUPTED = 130
 
 

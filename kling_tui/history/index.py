@@ -7,6 +7,7 @@ any time and is rebuilt from them.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -150,6 +151,26 @@ def is_damage(exc: BaseException) -> bool:
         text = str(exc).lower()
         return "malformed" in text or "not a database" in text
     return True
+
+
+# SQLite's error names (its errors carry no errno) for a disk that refuses writes, with the
+# errno that says why when the name does; None leaves it to the file system to tell.
+_STORAGE_ERRORS = {"SQLITE_FULL": errno.ENOSPC, "SQLITE_PERM": errno.EACCES}
+_STORAGE_ERROR_PREFIXES = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR")
+
+
+def storage_cause(exc: BaseException) -> OSError | None:
+    """For an SQLite error that means the disk is read-only, full or failing: an OSError
+    saying so (errno set when known). None for anything else (damage, a busy database)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    if name in _STORAGE_ERRORS or "disk is full" in text:
+        return OSError(_STORAGE_ERRORS.get(name, errno.ENOSPC), str(exc))
+    if name.startswith(_STORAGE_ERROR_PREFIXES) or "readonly" in text or "unable to open" in text:
+        return OSError(str(exc))
+    return None
 
 
 class TaskIndex:

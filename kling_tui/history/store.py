@@ -33,6 +33,7 @@ import tomli_w
 
 from kling_tui.base import locations
 from kling_tui.base.atomic import move_aside, write_atomic
+from kling_tui.base.locations import StorageError, storage_error
 from kling_tui.history.index import (
     ACTIVE_STATUSES,
     FINAL_LOCAL_STATUSES,
@@ -42,6 +43,7 @@ from kling_tui.history.index import (
     is_damage,
     root_mtime_ns,
     row_values,
+    storage_cause,
 )
 
 __all__ = ["SCHEMA_VERSION", "HistoryStore", "RecordError", "TaskRecord", "TaskRow", "new_local_id"]
@@ -266,13 +268,25 @@ class HistoryStore:
 
     def __init__(self, root: Path | None = None, *, index_path: Path | None = None) -> None:
         self.root = Path(root) if root is not None else locations.history_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error("create the history folder", self.root, exc) from exc
         self.index_path = index_path or self.root.parent / INDEX_FILE
         self.warnings: list[str] = []
         self._refused_images: set[tuple[str, str]] = set()  # warned about once each
+        # Tasks this store recorded, oldest first: what a failed command may have to undo.
+        self.created: list[str] = []
+        # Told (from whichever thread wrote) when history cannot be written, so that a command
+        # can stop at once instead of waiting on a loop that keeps failing.
+        self.on_write_error: Callable[[StorageError], object] | None = None
         self._lock = threading.RLock()
         self._index = TaskIndex(self.index_path)
-        self._open_index()
+        try:
+            self._open_index()
+        except Exception as exc:
+            self._index.close()
+            raise self._storage_error(exc, "open the history index") from exc
 
     # -- index lifecycle -----------------------------------------------------------------
 
@@ -300,16 +314,36 @@ class HistoryStore:
         self._index.open()
         self._rebuild()
 
+    def _storage_error(self, exc: Exception, action: str, path: Path | None = None) -> Exception:
+        """`exc` as a StorageError when it means the disk refuses (read-only, full); else `exc`."""
+        if isinstance(exc, StorageError):
+            return exc
+        cause = storage_cause(exc)
+        if cause is not None:
+            return storage_error(action, self.index_path, cause)
+        if isinstance(exc, OSError):
+            return storage_error(action, path or self.index_path, exc)
+        return exc
+
     def _guarded(self, action: Callable[[], T]) -> T:
-        """Run an index operation; a damaged index is set aside, rebuilt, and the action retried."""
+        """Run an index operation; a damaged index is set aside, rebuilt, and the action retried.
+
+        An index the disk will not let us write raises StorageError.
+        """
         with self._lock:
             try:
+                try:
+                    return action()
+                except Exception as exc:
+                    if not is_damage(exc):
+                        raise
+                self._recover()
                 return action()
             except Exception as exc:
-                if not is_damage(exc):
+                error = self._storage_error(exc, "write the history index")
+                if error is exc:
                     raise
-            self._recover()
-            return action()
+                raise error from exc
 
     def _catch_up(self) -> None:
         """Bring the index up to date at O(changes): unfinished writes, and folders added or removed by hand."""
@@ -471,6 +505,8 @@ class HistoryStore:
                     break
                 except FileExistsError:
                     continue
+                except OSError as exc:
+                    raise self._write_failed(storage_error("write the history", self.root, exc)) from exc
             record = TaskRecord(
                 local_id=local_id,
                 kind=kind,
@@ -478,7 +514,12 @@ class HistoryStore:
                 external_task_id=external_task_id or uuid.uuid4().hex,
                 created_at=now,
             )
-            self._save(record, new_folder=True)
+            try:
+                self._save(record, new_folder=True)
+            except BaseException:
+                self._remove_folder(local_id)  # not recorded means nothing left behind
+                raise
+            self.created.append(local_id)
             return record
 
     def save(self, record: TaskRecord) -> None:
@@ -486,7 +527,10 @@ class HistoryStore:
         with self._lock:
             folder = self.task_dir(record.local_id)
             new_folder = not folder.is_dir()
-            folder.mkdir(exist_ok=True)
+            try:
+                folder.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise self._write_failed(storage_error("write the history", folder, exc)) from exc
             self._save(record, new_folder=new_folder)
 
     def _save(self, record: TaskRecord, *, new_folder: bool) -> None:
@@ -496,10 +540,54 @@ class HistoryStore:
             setattr(record, name, _normalise_time(getattr(record, name)))
         record.params = _clean_params(record.params)
         data = record_to_toml(record).encode("utf-8")
-        self._guarded(lambda: self._index.mark_dirty(record.local_id))
-        write_atomic(self._record_path(record.local_id), data)
-        stamp = root_mtime_ns(self.root) if new_folder else None
-        self._guarded(lambda: self._index.upsert(row_values(record), root_mtime_ns=stamp))
+        path = self._record_path(record.local_id)
+        try:
+            self._guarded(lambda: self._index.mark_dirty(record.local_id))
+            write_atomic(path, data)
+            stamp = root_mtime_ns(self.root) if new_folder else None
+            self._guarded(lambda: self._index.upsert(row_values(record), root_mtime_ns=stamp))
+        except OSError as exc:
+            raise self._write_failed(storage_error("write the history", path, exc)) from exc
+
+    def _write_failed(self, error: StorageError) -> StorageError:
+        if self.on_write_error is not None:
+            self.on_write_error(error)
+        return error
+
+    def _remove_folder(self, local_id: str) -> None:
+        """Delete a task's folder and index row, as far as the disk allows (a full disk does)."""
+        folder = self.task_dir(local_id)
+        try:
+            for entry in folder.iterdir():
+                entry.unlink()
+            folder.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        try:
+            self._guarded(lambda: self._index.delete(local_id))
+        except Exception:
+            pass  # a dirty mark or row of a folder that is gone is dropped on the next start
+
+    def discard_unsent(self, local_id: str) -> bool:
+        """Delete a task this process recorded but never sent (still queued, or not written
+        at all), after history stopped being writable: marking it "not created" would need a
+        write, and left queued it would be sent by the next start. Returns whether it went."""
+        try:
+            text = self._record_path(local_id).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = None
+        except (OSError, UnicodeDecodeError):
+            return False
+        if text is not None:
+            try:
+                if record_from_toml(local_id, text).status != "queued":
+                    return False
+            except RecordError:
+                return False
+        self._remove_folder(local_id)
+        return not self.task_dir(local_id).exists()
 
     def update(self, local_id: str, **changes: Any) -> TaskRecord:
         unknown = set(changes) - _RECORD_FIELDS
