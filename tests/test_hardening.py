@@ -275,7 +275,14 @@ READ_ONLY = 'mount --bind "$HOME_DIR" "$HOME_DIR" && mount -o remount,bind,ro "$
 @needs_mounts
 @pytest.mark.parametrize(
     "command",
-    [["--sandbox", "list"], ["--sandbox", "show", "{id}"], ["--sandbox", "generate", "a dog"], ["list"], ["locate"]],
+    [
+        ["--sandbox", "list"],
+        ["--sandbox", "show", "{id}"],
+        ["--sandbox", "generate", "a dog"],
+        ["list"],
+        ["locate"],
+        ["--sandbox", "--image-protocol", "none"],  # the TUI's start
+    ],
 )
 def test_a_read_only_data_directory_gives_one_clear_message(command):
     task = kling("--sandbox", "generate", "a cat", "--json").json()

@@ -286,7 +286,10 @@ class HistoryStore:
             self._open_index()
         except Exception as exc:
             self._index.close()
-            raise self._storage_error(exc, "open the history index") from exc
+            error = self._storage_error(exc, "open the history index")
+            if error is exc:
+                raise
+            raise error from exc
 
     # -- index lifecycle -----------------------------------------------------------------
 
