@@ -120,6 +120,25 @@ def test_an_older_world_readable_index_and_log_are_narrowed_on_start():
     assert _mode(log) == 0o600 and _mode(index) == 0o600
 
 
+def test_log_files_made_by_rotation_are_private_too(tmp_path):
+    import logging
+
+    from kling_tui.base.logs import PrivateLogHandler
+
+    handler = PrivateLogHandler(tmp_path / "kling-tui.log", maxBytes=200, backupCount=2, encoding="utf-8")
+    logger = logging.getLogger("test_hardening.rotation")
+    logger.addHandler(handler)
+    try:
+        for i in range(20):
+            logger.warning("line %d of a prompt nobody else may read", i)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    files = sorted(tmp_path.iterdir())
+    assert [p.name for p in files] == ["kling-tui.log", "kling-tui.log.1", "kling-tui.log.2"]
+    assert all(_mode(p) == 0o600 for p in files)
+
+
 # -- 14: the header names where requests really go ---------------------------------------
 
 
@@ -387,10 +406,15 @@ def _kling_bytes(*args: str | bytes, env: dict[str, str] | None = None) -> Run:
         (["--sandbox", "generate", b"a \xff cat"], "PROMPT"),
         (["--sandbox", "generate", "a cat", "--negative", b"\xc3("], "--negative"),
         (["--sandbox", "show", b"20261129-000000-\xff"], "TASK_ID"),
+        (["--sandbox", "generate", "a cat", "--image", b"{tmp}/\xff.png"], "--image"),
     ],
 )
-def test_an_argument_that_is_not_utf8_exits_2_and_creates_nothing(args, option):
-    run = _kling_bytes(*args)
+def test_an_argument_that_is_not_utf8_exits_2_and_creates_nothing(args, option, tmp_path):
+    from PIL import Image
+
+    # A real image whose name is not UTF-8: the file system allows it, history cannot keep it.
+    Image.new("RGB", (400, 400)).save(os.fsdecode(bytes(tmp_path) + b"/\xff.png"))
+    run = _kling_bytes(*(a.replace(b"{tmp}", bytes(tmp_path)) if isinstance(a, bytes) else a for a in args))
     assert run.code == 2
     assert "Traceback" not in run.stderr
     assert f"kling-tui: error: {option}: not valid text (byte 0x" in run.stderr

@@ -89,10 +89,11 @@ async def _dispatch_until_history_fails(
         store.on_write_error = None
 
 
-# Arguments kept as text (in history, sent to the server); paths such as --image and --out may
-# hold any bytes the file system allows.
+# Arguments kept as text (in history, sent to the server). --image is among them: its path is
+# recorded with the task. --out may hold any bytes the file system allows.
 TEXT_ARGUMENTS = {
     "prompt": "PROMPT",
+    "image": "--image",
     "negative": "--negative",
     "model": "--model",
     "aspect_ratio": "--aspect-ratio",
@@ -113,9 +114,10 @@ def check_text_arguments(args: argparse.Namespace) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raw = value[exc.start].encode("utf-8", "surrogateescape")
+            advice = "rename the file so that its name is UTF-8" if name == "image" else "give it as UTF-8 text"
             raise CommandError(
                 f"{option}: not valid text (byte 0x{raw.hex()} at character {exc.start + 1}); "
-                "give it as UTF-8 text. Nothing was recorded or sent.",
+                f"{advice}. Nothing was recorded or sent.",
                 EXIT_INVALID,
             ) from None
 
