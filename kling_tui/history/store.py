@@ -20,6 +20,7 @@ import datetime as dt
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 import tomllib
@@ -450,22 +451,23 @@ class HistoryStore:
     def image_file(self, local_id: str, name: str, *, must_exist: bool = True) -> Path | None:
         """`name` in the task's folder, or None when it leads out of it (or, with `must_exist`,
         is not a regular file there)."""
+        # One file name, never a path: images are saved straight into the task's folder.
+        if name in ("", ".", "..") or "/" in name or os.sep in name or (os.altsep and os.altsep in name):
+            return None
         folder = self.task_dir(local_id)
         path = folder / name
         try:
-            real_folder = os.path.realpath(folder)
-            real = os.path.realpath(path)
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None if must_exist else path
         except (OSError, ValueError):  # ValueError: a NUL byte in the name
             return None
-        if not real.startswith(real_folder + os.sep):
-            return None
-        if must_exist:
-            try:
-                if not os.path.isfile(real):
-                    return None
-            except (OSError, ValueError):
+        if stat.S_ISLNK(info.st_mode):  # rare: the only way out left, so resolved only here
+            real = os.path.realpath(path)
+            if not real.startswith(os.path.realpath(folder) + os.sep):
                 return None
-        return path
+            return path if not must_exist or os.path.isfile(real) else None
+        return path if not must_exist or stat.S_ISREG(info.st_mode) else None
 
     def image_files(self, record: TaskRecord) -> list[Path]:
         """The task's saved images: regular files inside its folder, in the record's order."""
