@@ -341,8 +341,11 @@ def test_a_full_disk_ends_generate_with_one_message_and_leaves_nothing_queued(tm
         assert run.code == 5, run.stderr
         _assert_one_clear_error(run, "the disk is full", "Free some space")
         assert json.loads(run.stdout)["error"]["exit_code"] == 5
-        for local_id in tasks:  # what it says of each task it recorded is what it left
-            assert f"Task {local_id} is in the history and may have been sent" in run.stderr
+        for local_id, text in tasks.items():  # what it says of each task it recorded is what it left
+            if 'status = "pending"' in text:
+                assert f"Task {local_id} is in the history and may have been sent" in run.stderr
+            else:
+                assert f"Task {local_id} is in the history (" in run.stderr
     assert 5 in codes and 0 in codes
 
 
@@ -379,8 +382,11 @@ def test_a_full_disk_at_any_history_write_leaves_no_queued_task(writes_before_fu
     tasks = _home() / "data" / "sandbox" / "tasks"
     assert all((folder / "task.toml").exists() for folder in tasks.iterdir())  # no empty folder
     if history:
-        (local_id,) = history
-        assert f"Task {local_id} is in the history and may have been sent" in run.stderr
+        ((local_id, text),) = history.items()
+        if 'status = "pending"' in text:
+            assert f"Task {local_id} is in the history and may have been sent" in run.stderr
+        else:
+            assert f"Task {local_id} is in the history (submitted): `kling-tui show {local_id}`" in run.stderr
     elif writes_before_full == 0:
         assert "Task " not in run.stderr  # nothing was recorded, so there is nothing to say
     else:

@@ -70,12 +70,12 @@ async def _dispatch_until_history_fails(
             with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to stop
                 loop.call_soon_threadsafe(command.cancel)
 
-    def quiet_about_history(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    def quiet_about_history(event_loop: asyncio.AbstractEventLoop, context: dict) -> None:
         # A background send that died of the same StorageError: reported once, by run().
         if isinstance(context.get("exception"), StorageError):
             log.info("background work stopped: %s", context["exception"])
         else:
-            loop.default_exception_handler(context)
+            event_loop.default_exception_handler(context)
 
     store.on_write_error = write_failed
     loop.set_exception_handler(quiet_about_history)
@@ -133,12 +133,18 @@ def _undo_unsent(store: HistoryStore | None) -> str:
         return ""
     notes = []
     for local_id in store.created:
-        if store.discard_unsent(local_id):
+        left = store.discard_unsent(local_id)
+        if left is None:
             notes.append(f"Task {local_id} was not sent and is not kept.")
-        elif store.task_dir(local_id).exists():
+        elif left.status == "pending":
             notes.append(
                 f"Task {local_id} is in the history and may have been sent: "
                 f"`kling-tui show {local_id}` settles it once the history can be written."
+            )
+        else:
+            notes.append(
+                f"Task {local_id} is in the history ({left.status or 'unreadable'}): "
+                f"`kling-tui show {local_id}` brings it up to date once the history can be written."
             )
     return " ".join(notes)
 

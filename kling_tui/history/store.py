@@ -575,24 +575,24 @@ class HistoryStore:
         except Exception:
             pass  # a dirty mark or row of a folder that is gone is dropped on the next start
 
-    def discard_unsent(self, local_id: str) -> bool:
+    def discard_unsent(self, local_id: str) -> TaskRecord | None:
         """Delete a task this process recorded but never sent (still queued, or not written
         at all), after history stopped being writable: marking it "not created" would need a
-        write, and left queued it would be sent by the next start. Returns whether it went."""
+        write, and left queued it would be sent by the next start.
+
+        Returns the record left in history, or None when none is (the index is not touched).
+        """
         try:
             text = self._record_path(local_id).read_text(encoding="utf-8")
+            record = record_from_toml(local_id, text)
         except FileNotFoundError:
-            text = None
-        except (OSError, UnicodeDecodeError):
-            return False
-        if text is not None:
-            try:
-                if record_from_toml(local_id, text).status != "queued":
-                    return False
-            except RecordError:
-                return False
+            record = None
+        except (OSError, UnicodeDecodeError, RecordError):
+            return TaskRecord(local_id=local_id, kind="generation", params={}, external_task_id="", status="")
+        if record is not None and record.status != "queued":
+            return record
         self._remove_folder(local_id)
-        return not self.task_dir(local_id).exists()
+        return record if self.task_dir(local_id).exists() else None
 
     def update(self, local_id: str, **changes: Any) -> TaskRecord:
         unknown = set(changes) - _RECORD_FIELDS
