@@ -153,8 +153,8 @@ def is_damage(exc: BaseException) -> bool:
     return True
 
 
-# SQLite's error names (its errors carry no errno) for a disk that refuses writes, with the
-# errno that says why when the name does; None leaves it to the file system to tell.
+# SQLite's errors carry no errno. These names say why the disk refused; for those starting
+# with the prefixes below, the file system is asked (read-only? full?).
 _STORAGE_ERRORS = {"SQLITE_FULL": errno.ENOSPC, "SQLITE_PERM": errno.EACCES}
 _STORAGE_ERROR_PREFIXES = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR")
 

@@ -580,7 +580,7 @@ class HistoryStore:
         at all), after history stopped being writable: marking it "not created" would need a
         write, and left queued it would be sent by the next start.
 
-        Returns the record left in history, or None when none is (the index is not touched).
+        Returns the record left in history, or None when none is.
         """
         try:
             text = self._record_path(local_id).read_text(encoding="utf-8")
