@@ -349,6 +349,18 @@ def test_a_full_disk_ends_generate_with_one_message_and_leaves_nothing_queued(tm
     assert 5 in codes and 0 in codes
 
 
+@needs_mounts
+def test_a_full_out_folder_ends_generate_with_one_message(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    fill = f'mount -t tmpfs -o size=64k tmpfs "{out}" && dd if=/dev/zero of="{out}/filler" bs=1k count=60 2>/dev/null'
+    run = _kling_mounted(fill, "--sandbox", "generate", "a cat", "--n", "4", "--wait", "--out", f"{out}/copies")
+    assert run.code == 5
+    _assert_one_clear_error(run, f"cannot write to {out}/copies: the disk is full", "Free some space")
+    (record,) = _history_files().values()  # the task itself is saved, with its images
+    assert 'status = "succeed"' in record
+
+
 ENOSPC_AFTER = """
 import errno, os, sys
 real_open, writes = os.open, [0]

@@ -68,6 +68,11 @@ def storage_error(action: str, path: Path, cause: BaseException | None = None) -
     return StorageError(f"cannot {action} {path}: {reason}. {advice}", path, code=code)
 
 
+def is_storage_problem(exc: OSError) -> bool:
+    """Whether an OSError means a disk that refuses (read-only, full) or a file in a folder's place."""
+    return isinstance(exc, StorageError) or exc.errno in (*_NOT_A_FOLDER, *_NOT_WRITABLE, *_FULL)
+
+
 def _existing_ancestor(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if os.path.lexists(candidate):

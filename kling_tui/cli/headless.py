@@ -14,11 +14,12 @@ import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from kling_tui.api.auth import MissingCredentials
 from kling_tui.api.errors import KlingError
-from kling_tui.base.locations import StorageError, history_dir
+from kling_tui.base.locations import StorageError, history_dir, is_storage_problem, storage_error
 from kling_tui.base.logs import setup_logging
 from kling_tui.base.textsafe import plain
 from kling_tui.cli.export import cmd_export, cmd_list
@@ -126,6 +127,14 @@ def storage_exit_code(error: StorageError) -> int:
     return EXIT_INVALID if error.bad_input else EXIT_STORAGE
 
 
+def _outside_history(exc: OSError) -> StorageError:
+    """A write outside the history refused (e.g. copying into a full --out folder): named by
+    the folder it went to, not by its temp file."""
+    target = exc.filename2 or exc.filename
+    folder = Path(os.fsdecode(target)).parent if target else Path.cwd()
+    return storage_error("write to", folder, exc)
+
+
 def _undo_unsent(store: HistoryStore | None) -> str:
     """After history stopped being writable: drop this command's tasks that were never sent,
     and say where the others stand."""
@@ -141,6 +150,8 @@ def _undo_unsent(store: HistoryStore | None) -> str:
                 f"Task {local_id} is in the history and may have been sent: "
                 f"`kling-tui show {local_id}` settles it once the history can be written."
             )
+        elif left.is_final:
+            notes.append(f"Task {local_id} is in the history ({left.status}).")
         else:
             notes.append(
                 f"Task {local_id} is in the history ({left.status or 'unreadable'}): "
@@ -191,11 +202,15 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
         warn_about_history()
         report(console, store, exc)
         return exc.exit_code
-    except StorageError as exc:
+    except OSError as exc:
+        if not is_storage_problem(exc):
+            raise
+        in_history = isinstance(exc, StorageError)
+        error = exc if isinstance(exc, StorageError) else _outside_history(exc)
         warn_about_history()
-        message = " ".join(filter(None, (exc.message, _undo_unsent(store))))
-        report(console, None, CommandError(message, storage_exit_code(exc)))
-        return storage_exit_code(exc)
+        message = " ".join(filter(None, (error.message, _undo_unsent(store) if in_history else "")))
+        report(console, None, CommandError(message, storage_exit_code(error)))
+        return storage_exit_code(error)
     except MissingCredentials:
         report(console, None, CommandError(missing_credentials_message(settings), EXIT_INVALID))
         return EXIT_INVALID
