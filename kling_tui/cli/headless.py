@@ -127,6 +127,17 @@ def storage_exit_code(error: StorageError) -> int:
     return EXIT_INVALID if error.bad_input else EXIT_STORAGE
 
 
+def _storage_error_in(exc: BaseException | None) -> StorageError | None:
+    """The history's StorageError, also when a caller wrapped it in an error of its own."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, StorageError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _outside_history(exc: OSError) -> StorageError:
     """A write outside the history refused (e.g. copying into a full --out folder): named by
     the folder it went to, not by its temp file."""
@@ -203,10 +214,11 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
         report(console, store, exc)
         return exc.exit_code
     except OSError as exc:
-        if not is_storage_problem(exc):
+        found = _storage_error_in(exc)
+        if found is None and not is_storage_problem(exc):
             raise
-        in_history = isinstance(exc, StorageError)
-        error = exc if isinstance(exc, StorageError) else _outside_history(exc)
+        in_history = found is not None
+        error = found or _outside_history(exc)
         warn_about_history()
         message = " ".join(filter(None, (error.message, _undo_unsent(store) if in_history else "")))
         report(console, None, CommandError(message, storage_exit_code(error)))
