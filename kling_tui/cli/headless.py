@@ -82,7 +82,9 @@ async def _dispatch_until_history_fails(
     loop.set_exception_handler(quiet_about_history)
     try:
         return await _dispatch(args, settings, store, console)
-    except asyncio.CancelledError:
+    except (Exception, asyncio.CancelledError):
+        # Once history could not be written, whatever the command ran into next (a record
+        # left without its answer, say) follows from that: the write failure is the message.
         if failures:
             raise failures[0] from None
         raise
