@@ -310,7 +310,7 @@ def test_a_read_only_data_directory_gives_one_clear_message(command):
 
     run = _kling_mounted(READ_ONLY, *(part.format(id=task["local_id"]) for part in command))
     assert run.code == 5
-    _assert_one_clear_error(run, str(_home() / "data"), "read-only", "KLING_TUI_HOME")
+    _assert_one_clear_error(run, str(_home() / "data"), "Read-only file system", "KLING_TUI_HOME")
     assert _history_files() == before
 
 
@@ -340,7 +340,7 @@ def test_a_full_disk_ends_generate_with_one_message_and_leaves_nothing_queued(tm
         if run.code == 0:
             continue
         assert run.code == 5, run.stderr
-        _assert_one_clear_error(run, "the disk is full", "Free some space")
+        _assert_one_clear_error(run, "No space left on device", "Free some space")
         assert json.loads(run.stdout)["error"]["exit_code"] == 5
         for local_id, text in tasks.items():  # what it says of each task it recorded is what it left
             if 'status = "pending"' in text:
@@ -357,7 +357,7 @@ def test_a_full_out_folder_ends_generate_with_one_message(tmp_path):
     fill = f'mount -t tmpfs -o size=64k tmpfs "{out}" && dd if=/dev/zero of="{out}/filler" bs=1k count=60 2>/dev/null'
     run = _kling_mounted(fill, "--sandbox", "generate", "a cat", "--n", "4", "--wait", "--out", f"{out}/copies")
     assert run.code == 5
-    _assert_one_clear_error(run, f"cannot write to {out}/copies: the disk is full", "Free some space")
+    _assert_one_clear_error(run, f"cannot write to {out}/copies: No space left on device", "Free some space")
     (record,) = _history_files().values()  # the task itself is saved, with its images
     assert 'status = "succeed"' in record
 
@@ -389,7 +389,7 @@ def test_a_full_disk_at_any_history_write_leaves_no_queued_task(writes_before_fu
     )
     run = Run(done.returncode, done.stdout, done.stderr)
     assert run.code == 5, run.stderr
-    _assert_one_clear_error(run, "the disk is full", "task.toml")
+    _assert_one_clear_error(run, "No space left on device", "task.toml")
     history = _history_files()
     assert all('status = "queued"' not in text for text in history.values())
     tasks = _home() / "data" / "sandbox" / "tasks"

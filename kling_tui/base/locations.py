@@ -52,12 +52,8 @@ def storage_error(action: str, path: Path, cause: BaseException | None = None) -
         )
     if code is None or code not in (*_NOT_WRITABLE, *_FULL):
         code = _diagnose(path) or code
-    if code == errno.EROFS:
-        reason = "the file system is read-only"
-    elif code in _NOT_WRITABLE:
-        reason = "permission denied"
-    elif code in _FULL:
-        reason = "the disk is full"
+    if code in (*_NOT_WRITABLE, *_FULL):
+        reason = os.strerror(code)  # the words the OS uses, also when SQLite had none
     else:
         detail = getattr(cause, "strerror", None) or (str(cause) if cause else "")
         reason = detail or "it cannot be written"
