@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from cli_helpers import kling
 from PIL import Image
 
@@ -29,8 +33,8 @@ class Sheet(HTMLParser):
         return [attrs for name, attrs in self.tags if name == tag]
 
 
-def finished(store: HistoryStore, params: dict, images: int = 1, group: str | None = None):
-    record = store.new_record("generation", params)
+def finished(store: HistoryStore, params: dict, images: int = 1, group: str | None = None, parents=()):
+    record = store.new_record("generation", params, parents=parents)
     folder = store.task_dir(record.local_id)
     names = []
     for i in range(images):
@@ -45,7 +49,7 @@ def test_html_export_is_a_folder_a_browser_opens_with_everything_escaped(tmp_pat
         a = finished(store, {"prompt": "a red fox", "model_name": "kling-v1", "aspect_ratio": "1:1"}, 2, group="g1")
         b = finished(store, {"prompt": "a red fox", "model_name": "kling-v2", "aspect_ratio": "1:1"}, 1, group="g1")
         lone = finished(store, {"prompt": hostile, "image": "/home/someone/secret/ref.png", "api_key": "k"}, 1)
-        child = finished(store, {"prompt": "the fox, wider", "parent": a.local_id}, 1)
+        child = finished(store, {"prompt": "the fox, wider"}, 1, parents=[(a.local_id, 2)])
     out = tmp_path / "sheet"
     run = kling("export", "--format", "html", "--out", str(out), auth="none")
     assert run.code == 0, run.stderr
@@ -83,3 +87,51 @@ def test_html_export_needs_a_folder_and_other_formats_refuse_one(tmp_path):
     assert (
         blocked.code == 2 and "cannot write the contact sheet" in blocked.stderr and "Traceback" not in blocked.stderr
     )
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless browser here (.ci/run installs Debian's chromium)")
+def test_a_real_browser_opens_the_contact_sheet_and_loads_its_images(tmp_path):
+    with HistoryStore() as store:
+        finished(store, {"prompt": "a lighthouse in fog", "model_name": "kling-v1"}, 2)
+    out = tmp_path / "sheet"
+    assert kling("export", "--format", "html", "--out", str(out), auth="none").code == 0
+    # The page itself reports what the browser made of it: the title, and how many images decoded.
+    page = out / "index.html"
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        '<iframe id="f" src="sheet/index.html"></iframe><script>'
+        "document.getElementById('f').onload=function(){var d=this.contentDocument;"
+        "var ok=[].filter.call(d.images,function(i){return i.complete&&i.naturalWidth>0}).length;"
+        "document.title='loaded '+ok+' of '+d.images.length+': '+d.body.innerText.indexOf('a lighthouse in fog');};"
+        "</script>",
+        encoding="utf-8",
+    )
+    assert page.is_file()
+    with tempfile.TemporaryDirectory() as profile:
+        run = subprocess.run(
+            [
+                BROWSER,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--allow-file-access-from-files",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                probe.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    title = run.stdout.split("<title>", 1)[-1].split("</title>", 1)[0]
+    assert title.startswith("loaded 2 of 2: "), (title, run.stderr[-2000:])
+    assert int(title.rsplit(": ", 1)[1]) >= 0  # the prompt is in the page's text

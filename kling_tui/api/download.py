@@ -78,7 +78,8 @@ def _check_url(url: str) -> httpx.URL:
 def _destination(dest_dir: Path, filename: str) -> Path:
     name = safe_filename(filename)
     root = dest_dir.resolve()
-    path = (root / name).resolve()
+    # Not resolved itself: a symlink at that name is replaced by the rename, never written through.
+    path = root / name
     if path.parent != root:
         raise DownloadError(f"refusing to write outside {root}: {filename!r}")
     return path

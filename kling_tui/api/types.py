@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from kling_tui.api.capabilities import Capabilities, default_capabilities
 from kling_tui.api.errors import InvalidRequest, Problem
@@ -102,8 +102,69 @@ def _params(request: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+class _Request:
+    """What every request type shares: its recorded parameters, and `build`, which turns them
+    into the wire payload and checks it by every rule (the same rules the sandbox applies)."""
+
+    watermark: bool | None
+    # Parameters that go on the wire in another shape (lists of objects, image files read).
+    RESHAPED: ClassVar[frozenset[str]] = frozenset()
+
+    def params(self) -> dict[str, Any]:
+        """The user-visible parameters (what history records), without empty ones."""
+        return _params(self)
+
+    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
+        return self.build(caps, raise_on_problems=False)[1]
+
+    def build(
+        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        """The wire payload, checked by every rule; raises InvalidRequest when broken."""
+        caps = caps or default_capabilities()
+        params = self.params()
+        payload: dict[str, Any] = {k: v for k, v in params.items() if k != "watermark" and k not in self.RESHAPED}
+        if self.watermark is not None:
+            payload["watermark_info"] = {"enabled": self.watermark}
+        problems = self._check(payload, params, caps)
+        if problems and raise_on_problems:
+            raise InvalidRequest(problems)
+        return payload, problems
+
+    def _check(self, payload: dict[str, Any], params: dict[str, Any], caps: Capabilities) -> list[Problem]:
+        """Complete `payload` (read local images) and return every rule it breaks."""
+        raise NotImplementedError
+
+
+def _one_image(payload: dict[str, Any], validate: Callable[..., list[Problem]]) -> list[Problem]:
+    """An `image` field read into the payload, then the endpoint's rules. A bad file is named
+    once, and the other fields are still checked (against a stand-in URL)."""
+    raw = None
+    problems: list[Problem] = []
+    if "image" in payload:
+        payload["image"], raw, problems = read_image_source("image", payload["image"])
+    if not problems:
+        return validate(payload, image_bytes=raw)
+    return problems + [p for p in validate({**payload, "image": "https://local.invalid/x.png"}) if p.field != "image"]
+
+
+def _image_list(
+    sources: list[str], field_name: str, item_key: str, known: dict[str, bytes], problems: list[Problem]
+) -> list[dict[str, str]]:
+    """Each source read into `[{item_key: wire}]`; raw bytes go to `known`, file problems to `problems`."""
+    items = []
+    for i, source in enumerate(sources):
+        name = f"{field_name}[{i}]"
+        wire, raw, found = read_image_source(name, source)
+        problems += found
+        if raw is not None:
+            known[name] = raw
+        items.append({item_key: wire})
+    return items
+
+
 @dataclass
-class GenerationRequest:
+class GenerationRequest(_Request):
     """`POST /v1/images/generations`. `image` is a local path or an http(s) URL."""
 
     prompt: str
@@ -123,41 +184,12 @@ class GenerationRequest:
 
     kind: Kind = field(default="generation", init=False, repr=False)
 
-    def params(self) -> dict[str, Any]:
-        """The user-visible parameters (what history records), without empty ones."""
-        return _params(self)
-
-    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
-        return self.build(caps, raise_on_problems=False)[1]
-
-    def build(
-        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
-    ) -> tuple[dict[str, Any], list[Problem]]:
-        """The wire payload, checked by every rule; raises InvalidRequest when broken."""
-        caps = caps or default_capabilities()
-        params = self.params()
-        payload: dict[str, Any] = {k: v for k, v in params.items() if k != "watermark"}
-        if self.watermark is not None:
-            payload["watermark_info"] = {"enabled": self.watermark}
-        problems: list[Problem] = []
-        raw = None
-        if "image" in payload:
-            payload["image"], raw, problems = read_image_source("image", payload["image"])
-        if not problems:
-            problems = validate_generation(payload, caps, image_bytes=raw)
-        else:
-            problems += [
-                p
-                for p in validate_generation({**payload, "image": "https://local.invalid/x.png"}, caps)
-                if p.field != "image"
-            ]
-        if problems and raise_on_problems:
-            raise InvalidRequest(problems)
-        return payload, problems
+    def _check(self, payload: dict[str, Any], params: dict[str, Any], caps: Capabilities) -> list[Problem]:
+        return _one_image(payload, lambda p, **kw: validate_generation(p, caps, **kw))
 
 
 @dataclass
-class MultiImageRequest:
+class MultiImageRequest(_Request):
     """`POST /v1/images/multi-image2image`. Images are local paths or http(s) URLs."""
 
     subject_images: list[str]
@@ -173,36 +205,18 @@ class MultiImageRequest:
     parents: list[Parent] = field(default_factory=list, repr=False)
 
     kind: Kind = field(default="multi", init=False, repr=False)
+    RESHAPED: ClassVar[frozenset[str]] = frozenset({"subject_images", "scene_image", "style_image"})
 
     def params(self) -> dict[str, Any]:
         data = _params(self)
         data["subject_images"] = [s for s in self.subject_images if s and s.strip()]
         return data
 
-    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
-        return self.build(caps, raise_on_problems=False)[1]
-
-    def build(
-        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
-    ) -> tuple[dict[str, Any], list[Problem]]:
-        caps = caps or default_capabilities()
-        params = self.params()
-        payload: dict[str, Any] = {
-            k: v for k, v in params.items() if k not in ("watermark", "subject_images", "scene_image", "style_image")
-        }
-        if self.watermark is not None:
-            payload["watermark_info"] = {"enabled": self.watermark}
+    def _check(self, payload: dict[str, Any], params: dict[str, Any], caps: Capabilities) -> list[Problem]:
         problems: list[Problem] = []
         known: dict[str, bytes] = {}
-        subjects = []
-        for i, source in enumerate(params.get("subject_images", [])):
-            name = f"subject_image_list[{i}]"
-            wire, raw, found = read_image_source(name, source)
-            problems += found
-            if raw is not None:
-                known[name] = raw
-            subjects.append({"subject_image": wire})
-        payload["subject_image_list"] = subjects
+        sources = params.get("subject_images", [])
+        payload["subject_image_list"] = _image_list(sources, "subject_image_list", "subject_image", known, problems)
         for name in ("scene_image", "style_image"):
             if name in params:
                 wire, raw, found = read_image_source(name, params[name])
@@ -211,14 +225,11 @@ class MultiImageRequest:
                 if raw is not None:
                     known[name] = raw
         bad_fields = {p.field for p in problems}
-        problems += [p for p in validate_multi_image(payload, caps, images=known) if p.field not in bad_fields]
-        if problems and raise_on_problems:
-            raise InvalidRequest(problems)
-        return payload, problems
+        return problems + [p for p in validate_multi_image(payload, caps, images=known) if p.field not in bad_fields]
 
 
 @dataclass
-class OmniRequest:
+class OmniRequest(_Request):
     """`POST /v1/images/omni-image`. `images` are local paths or http(s) URLs, referred to in the
     prompt as <<<image_1>>>, <<<image_2>>> ... in order; `elements` are Kling element ids
     (<<<element_1>>> ...)."""
@@ -238,6 +249,7 @@ class OmniRequest:
     parents: list[Parent] = field(default_factory=list, repr=False)
 
     kind: Kind = field(default="omni", init=False, repr=False)
+    RESHAPED: ClassVar[frozenset[str]] = frozenset({"images", "elements"})
 
     def params(self) -> dict[str, Any]:
         data = _params(self)
@@ -257,42 +269,23 @@ class OmniRequest:
             return []
         return [f"prompt: never refers to {', '.join(unused)} (the model may still use them)"]
 
-    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
-        return self.build(caps, raise_on_problems=False)[1]
-
-    def build(
-        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
-    ) -> tuple[dict[str, Any], list[Problem]]:
-        caps = caps or default_capabilities()
-        params = self.params()
-        payload: dict[str, Any] = {k: v for k, v in params.items() if k not in ("watermark", "images", "elements")}
-        if self.watermark is not None:
-            payload["watermark_info"] = {"enabled": self.watermark}
+    def _check(self, payload: dict[str, Any], params: dict[str, Any], caps: Capabilities) -> list[Problem]:
         problems: list[Problem] = []
         known: dict[str, bytes] = {}
-        image_list = []
-        for i, source in enumerate(params.get("images", [])):
-            name = f"image_list[{i}]"
-            wire, raw, found = read_image_source(name, source)
-            problems += found
-            if raw is not None:
-                known[name] = raw
-            image_list.append({"image": wire})
+        image_list = _image_list(params.get("images", []), "image_list", "image", known, problems)
         if image_list:
             payload["image_list"] = image_list
         if params.get("elements"):
             payload["element_list"] = [{"element_id": e} for e in params["elements"]]
         bad_fields = {p.field for p in problems}
-        problems += [p for p in validate_omni(payload, caps, images=known) if p.field not in bad_fields]
-        if problems and raise_on_problems:
-            raise InvalidRequest(problems)
-        return payload, problems
+        return problems + [p for p in validate_omni(payload, caps, images=known) if p.field not in bad_fields]
 
 
 @dataclass
-class ExpandRequest:
+class ExpandRequest(_Request):
     """`POST /v1/images/editing/expand`. `image` is a local path or an http(s) URL; each ratio
-    extends that side by a multiple of the original's width (left/right) or height (up/down)."""
+    extends that side by a multiple of the original's width (left/right) or height (up/down).
+    It takes no model: `build` accepts `caps` only for a uniform call."""
 
     image: str
     up_expansion_ratio: float = 0.0
@@ -308,33 +301,8 @@ class ExpandRequest:
 
     kind: Kind = field(default="expand", init=False, repr=False)
 
-    def params(self) -> dict[str, Any]:
-        return _params(self)
-
-    def problems(self, caps: Capabilities | None = None) -> list[Problem]:
-        return self.build(caps, raise_on_problems=False)[1]
-
-    def build(
-        self, caps: Capabilities | None = None, *, raise_on_problems: bool = True
-    ) -> tuple[dict[str, Any], list[Problem]]:
-        """`caps` is accepted for a uniform call; expansion takes no model."""
-        params = self.params()
-        payload: dict[str, Any] = {k: v for k, v in params.items() if k != "watermark"}
-        if self.watermark is not None:
-            payload["watermark_info"] = {"enabled": self.watermark}
-        raw = None
-        problems: list[Problem] = []
-        if "image" in payload:
-            payload["image"], raw, problems = read_image_source("image", payload["image"])
-        if problems:
-            problems += [
-                p for p in validate_expand({**payload, "image": "https://local.invalid/x.png"}) if p.field != "image"
-            ]
-        else:
-            problems = validate_expand(payload, image_bytes=raw)
-        if problems and raise_on_problems:
-            raise InvalidRequest(problems)
-        return payload, problems
+    def _check(self, payload: dict[str, Any], params: dict[str, Any], caps: Capabilities) -> list[Problem]:
+        return _one_image(payload, validate_expand)
 
 
 Request = GenerationRequest | MultiImageRequest | OmniRequest | ExpandRequest

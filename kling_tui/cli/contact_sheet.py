@@ -21,8 +21,6 @@ from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.history.thumbs import TooLarge, load_small
 
 SHEET_THUMB_SIDE = 512
-# Fields of a record that can name the task it was made from (later task kinds add them).
-PARENT_FIELDS = ("parent", "parent_id", "parent_local_id")
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
@@ -42,11 +40,8 @@ def _e(value: object) -> str:
 
 
 def _parent(record: TaskRecord) -> str | None:
-    for name in PARENT_FIELDS:
-        value = getattr(record, name, None) or record.params.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return None
+    """The task this one was made from (its first parent), for lineage."""
+    return record.parent_id
 
 
 def _when(epoch: float) -> str:

@@ -52,7 +52,7 @@ def cmd_list(args: argparse.Namespace, store: HistoryStore, console: Console) ->
         prompt = plain(row.prompt)
         if len(prompt) > 60:
             prompt = prompt[:59] + "…"
-        console.out(f"{row.local_id}  {row.status:<11} {plain(row.model or '-'):<13} n={row.n}  {prompt}")
+        console.out(f"{row.local_id}  {plain(row.status):<11} {plain(row.model or '-'):<13} n={row.n}  {prompt}")
     return EXIT_OK
 
 

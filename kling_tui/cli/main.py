@@ -292,19 +292,36 @@ def main(argv: list[str] | None = None) -> int:
         from kling_tui.sandbox.cli import run
 
         return run(args)
+    from kling_tui.base.locations import StorageError
+
+    try:
+        return _run(args)
+    except StorageError as exc:
+        # A folder kling-tui needs is a file, read-only or full: say which, never a traceback.
+        from kling_tui.base.textsafe import plain
+
+        print(f"kling-tui: error: {plain(exc.message)}", file=sys.stderr)
+        return 2 if exc.bad_input else 5
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "locate":
         return _locate()
-    from kling_tui.base.logs import setup_logging
-
-    setup_logging()
     if args.command == "mcp":
+        from kling_tui.base.logs import setup_logging
         from kling_tui.mcp.server import run as run_mcp
 
+        setup_logging()
         return run_mcp(sandbox=bool(getattr(args, "sandbox", False)))
     if args.command in HEADLESS_COMMANDS:
         from kling_tui.cli.headless import run as run_headless
 
-        return run_headless(args)
+        return run_headless(args)  # starts the log once its arguments and folders are checked
+    from kling_tui.base.locations import config_dir
+    from kling_tui.base.logs import setup_logging
+
+    config_dir()  # first: a file in its place must stop the app before anything is created
+    setup_logging()
     from kling_tui.ui.launch import run_tui
 
     return run_tui(sandbox=args.sandbox, image_protocol=args.image_protocol)

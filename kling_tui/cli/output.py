@@ -26,6 +26,9 @@ EXIT_API = 3  # the API or the network failed
 EXIT_TASK_FAILED = 4  # the task ended as "failed"
 
 
+EXIT_STORAGE = 5  # the history or data folder cannot be written (read-only, full)
+
+
 EXIT_INTERRUPTED = 130
 
 
@@ -64,8 +67,7 @@ def _iso(epoch: float | None) -> str | None:
 
 
 def image_files(store: HistoryStore, record: TaskRecord) -> list[Path]:
-    folder = store.task_dir(record.local_id)
-    return [folder / name for name in record.image_paths if (folder / name).exists()]
+    return store.image_files(record)
 
 
 def record_json(store: HistoryStore, record: TaskRecord) -> dict[str, Any]:
@@ -116,15 +118,17 @@ class Console:
     def json(self, value: Any) -> None:
         print(dumps(value), file=self.stdout)
 
+    # Messages may quote history or server text (a status edited into task.toml, say); escaping
+    # here as well keeps any that a caller forgot from acting on the terminal.
     def progress(self, message: str) -> None:
         if self.interactive:
-            print(message, file=self.stderr, flush=True)
+            print(plain(message, keep_newlines=True), file=self.stderr, flush=True)
 
     def warn(self, message: str) -> None:
-        print(f"kling-tui: warning: {message}", file=self.stderr)
+        print(f"kling-tui: warning: {plain(message, keep_newlines=True)}", file=self.stderr)
 
     def error(self, message: str) -> None:
-        print(f"kling-tui: error: {message}", file=self.stderr)
+        print(f"kling-tui: error: {plain(message, keep_newlines=True)}", file=self.stderr)
 
 
 def _record_lines(store: HistoryStore, record: TaskRecord) -> Iterator[str]:

@@ -7,6 +7,7 @@ any time and is rebuilt from them.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sqlite3
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 INDEX_VERSION = 3  # 2: the parents column (lineage); 3: full-text search (tasks_fts)
+# The index holds every prompt. SQLite gives its -wal and -shm files the main file's mode.
+FILE_MODE = 0o600
 
 ACTIVE_STATUSES = ("pending", "queued", "submitted", "processing")
 FINAL_LOCAL_STATUSES = ("succeed", "failed", "not_created", "error")
@@ -224,6 +227,26 @@ def is_damage(exc: BaseException) -> bool:
     return True
 
 
+# SQLite's errors carry no errno. These names say why the disk refused; for those starting
+# with the prefixes below, the file system is asked (read-only? full?).
+_STORAGE_ERRORS = {"SQLITE_FULL": errno.ENOSPC, "SQLITE_PERM": errno.EACCES}
+_STORAGE_ERROR_PREFIXES = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR")
+
+
+def storage_cause(exc: BaseException) -> OSError | None:
+    """For an SQLite error that means the disk is read-only, full or failing: an OSError
+    saying so (errno set when known). None for anything else (damage, a busy database)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    if name in _STORAGE_ERRORS or "disk is full" in text:
+        return OSError(_STORAGE_ERRORS.get(name, errno.ENOSPC), str(exc))
+    if name.startswith(_STORAGE_ERROR_PREFIXES) or "readonly" in text or "unable to open" in text:
+        return OSError(str(exc))
+    return None
+
+
 class TaskIndex:
     """A thin typed layer over the SQLite file; the caller serialises access."""
 
@@ -238,6 +261,7 @@ class TaskIndex:
 
         Raises IndexDamaged when the file is not a database.
         """
+        self._make_private()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         except sqlite3.DatabaseError as exc:
@@ -261,6 +285,7 @@ class TaskIndex:
         if state != "ok":
             conn.close()
             self._remove_files()
+            self._make_private()
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -269,6 +294,18 @@ class TaskIndex:
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(INDEX_VERSION),))
         self._conn = conn
         return state
+
+    def _make_private(self) -> None:
+        """Create the file 0600 before SQLite does (it would use 0644); narrow an older one."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        os.close(fd)
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                path = f"{self.path}{suffix}"
+                if os.stat(path).st_mode & 0o077:
+                    os.chmod(path, FILE_MODE)
+            except OSError:
+                pass  # gone, or not ours to change: opening it says what is wrong
 
     def close(self) -> None:
         if self._conn is not None:

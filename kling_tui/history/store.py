@@ -20,6 +20,7 @@ import datetime as dt
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 import tomllib
@@ -35,6 +36,7 @@ from kling_tui.api.types import KINDS as REQUEST_KINDS
 from kling_tui.api.validation import images_made
 from kling_tui.base import locations
 from kling_tui.base.atomic import is_abandoned, move_aside, temp_files, write_atomic
+from kling_tui.base.locations import StorageError, storage_error
 from kling_tui.history.index import (
     FINAL_LOCAL_STATUSES,
     IndexDamaged,
@@ -43,6 +45,7 @@ from kling_tui.history.index import (
     is_damage,
     root_mtime_ns,
     row_values,
+    storage_cause,
 )
 
 __all__ = ["SCHEMA_VERSION", "HistoryStore", "RecordError", "TaskRecord", "TaskRow", "new_local_id"]
@@ -319,12 +322,28 @@ class HistoryStore:
 
     def __init__(self, root: Path | None = None, *, index_path: Path | None = None) -> None:
         self.root = Path(root) if root is not None else locations.history_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error("create the history folder", self.root, exc) from exc
         self.index_path = index_path or self.root.parent / INDEX_FILE
         self.warnings: list[str] = []
+        self._refused_images: set[tuple[str, str]] = set()  # warned about once each
+        # Tasks this store recorded, oldest first: what a failed command may have to undo.
+        self.created: list[str] = []
+        # Told (from whichever thread wrote) when history cannot be written, so that a command
+        # can stop at once instead of waiting on a loop that keeps failing.
+        self.on_write_error: Callable[[StorageError], object] | None = None
         self._lock = threading.RLock()
         self._index = TaskIndex(self.index_path)
-        self._open_index()
+        try:
+            self._open_index()
+        except Exception as exc:
+            self._index.close()
+            error = self._storage_error(exc, "open the history index")
+            if error is exc:
+                raise
+            raise error from exc
 
     # -- index lifecycle -----------------------------------------------------------------
 
@@ -352,16 +371,36 @@ class HistoryStore:
         self._index.open()
         self._rebuild()
 
+    def _storage_error(self, exc: Exception, action: str, path: Path | None = None) -> Exception:
+        """`exc` as a StorageError when it means the disk refuses (read-only, full); else `exc`."""
+        if isinstance(exc, StorageError):
+            return exc
+        cause = storage_cause(exc)
+        if cause is not None:
+            return storage_error(action, self.index_path, cause)
+        if isinstance(exc, OSError):
+            return storage_error(action, path or self.index_path, exc)
+        return exc
+
     def _guarded(self, action: Callable[[], T]) -> T:
-        """Run an index operation; a damaged index is set aside, rebuilt, and the action retried."""
+        """Run an index operation; a damaged index is set aside, rebuilt, and the action retried.
+
+        An index the disk will not let us write raises StorageError.
+        """
         with self._lock:
             try:
+                try:
+                    return action()
+                except Exception as exc:
+                    if not is_damage(exc):
+                        raise
+                self._recover()
                 return action()
             except Exception as exc:
-                if not is_damage(exc):
+                error = self._storage_error(exc, "write the history index")
+                if error is exc:
                     raise
-            self._recover()
-            return action()
+                raise error from exc
 
     def _catch_up(self) -> None:
         """Bring the index up to date at O(changes): unfinished writes, and folders added or removed by hand."""
@@ -438,26 +477,68 @@ class HistoryStore:
             self.warnings.append(f"Task {local_id}: cannot read {RECORD_FILE}: {exc.strerror or exc}")
             return None
         try:
-            return record_from_toml(local_id, text)
+            record = record_from_toml(local_id, text)
         except RecordError as exc:
             if "newer than" in str(exc):
                 self.warnings.append(f"Task {local_id}: {exc}; left as is and not shown.")
                 return None
             self._damaged(path, local_id, str(exc))
             return None
+        record.image_paths = self._contained(local_id, record.image_paths)
+        return record
+
+    def _contained(self, local_id: str, names: list[str]) -> list[str]:
+        """The image names that stay inside the task's folder; a hand-edited `../../etc/x`, an
+        absolute path or a symlink leading out is not one of the task's images."""
+        kept = []
+        for name in names:
+            if self.image_file(local_id, name, must_exist=False) is not None:
+                kept.append(name)
+            elif (local_id, name) not in self._refused_images:
+                self._refused_images.add((local_id, name))
+                self.warnings.append(
+                    f"Task {local_id}: image path {name!r} in {RECORD_FILE} is outside the task's folder; ignored."
+                )
+        return kept
+
+    def image_file(self, local_id: str, name: str, *, must_exist: bool = True) -> Path | None:
+        """`name` in the task's folder, or None when it leads out of it (or, with `must_exist`,
+        is not a regular file there)."""
+        # One file name, never a path: images are saved straight into the task's folder.
+        if name in ("", ".", "..") or "/" in name or os.sep in name or (os.altsep and os.altsep in name):
+            return None
+        folder = self.task_dir(local_id)
+        path = folder / name
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None if must_exist else path
+        except (OSError, ValueError):  # ValueError: a NUL byte in the name
+            return None
+        if stat.S_ISLNK(info.st_mode):  # rare: the only way out left, so resolved only here
+            real = os.path.realpath(path)
+            if not real.startswith(os.path.realpath(folder) + os.sep):
+                return None
+            return path if not must_exist or os.path.isfile(real) else None
+        return path if not must_exist or stat.S_ISREG(info.st_mode) else None
+
+    def image_files(self, record: TaskRecord) -> list[Path]:
+        """The task's saved images: regular files inside its folder, in the record's order."""
+        found = (self.image_file(record.local_id, name) for name in record.image_paths)
+        return [path for path in found if path is not None]
 
     def _damaged(self, path: Path, local_id: str, reason: str) -> None:
         try:
             moved = move_aside(path)
         except OSError as exc:
             self.warnings.append(
-                f"Task {local_id}: {RECORD_FILE} is damaged ({reason}) and could not be moved aside: {exc.strerror or exc}"
+                f"Task {local_id}: {path} is damaged ({reason}) and could not be moved aside: {exc.strerror or exc}"
             )
             return
         self.warnings.append(
-            f"Task {local_id}: {RECORD_FILE} was damaged ({reason}); moved it to {local_id}/{moved.name}."
+            f"Task {local_id}: {path} was damaged ({reason}); moved it to {moved} (fix it and rename it back"
+            f" to {RECORD_FILE} to see the task again)."
         )
-        return
 
     def _remove_temp_files(self, local_id: str) -> None:
         # Only provably abandoned ones: another process may be writing this task right now.
@@ -495,6 +576,8 @@ class HistoryStore:
                     break
                 except FileExistsError:
                     continue
+                except OSError as exc:
+                    raise self._write_failed(storage_error("write the history", self.root, exc)) from exc
             record = TaskRecord(
                 local_id=local_id,
                 kind=kind,
@@ -505,7 +588,12 @@ class HistoryStore:
                 owner=owner,
                 status=status,
             )
-            self._save(record, new_folder=True)
+            try:
+                self._save(record, new_folder=True)
+            except BaseException:
+                self._remove_folder(local_id)  # not recorded means nothing left behind
+                raise
+            self.created.append(local_id)
             return record
 
     def save(self, record: TaskRecord) -> None:
@@ -513,7 +601,10 @@ class HistoryStore:
         with self._lock:
             folder = self.task_dir(record.local_id)
             new_folder = not folder.is_dir()
-            folder.mkdir(exist_ok=True)
+            try:
+                folder.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise self._write_failed(storage_error("write the history", folder, exc)) from exc
             self._save(record, new_folder=new_folder)
 
     def _save(self, record: TaskRecord, *, new_folder: bool) -> None:
@@ -523,10 +614,54 @@ class HistoryStore:
             setattr(record, name, _normalise_time(getattr(record, name)))
         record.params = _clean_params(record.params)
         data = record_to_toml(record).encode("utf-8")
-        self._guarded(lambda: self._index.mark_dirty(record.local_id))
-        write_atomic(self._record_path(record.local_id), data)
-        stamp = root_mtime_ns(self.root) if new_folder else None
-        self._guarded(lambda: self._index.upsert(row_values(record), root_mtime_ns=stamp))
+        path = self._record_path(record.local_id)
+        try:
+            self._guarded(lambda: self._index.mark_dirty(record.local_id))
+            write_atomic(path, data)
+            stamp = root_mtime_ns(self.root) if new_folder else None
+            self._guarded(lambda: self._index.upsert(row_values(record), root_mtime_ns=stamp))
+        except OSError as exc:
+            raise self._write_failed(storage_error("write the history", path, exc)) from exc
+
+    def _write_failed(self, error: StorageError) -> StorageError:
+        if self.on_write_error is not None:
+            self.on_write_error(error)
+        return error
+
+    def _remove_folder(self, local_id: str) -> None:
+        """Delete a task's folder and index row, as far as the disk allows (a full disk does)."""
+        folder = self.task_dir(local_id)
+        try:
+            for entry in folder.iterdir():
+                entry.unlink()
+            folder.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        try:
+            self._guarded(lambda: self._index.delete(local_id))
+        except Exception:
+            pass  # a dirty mark or row of a folder that is gone is dropped on the next start
+
+    def discard_unsent(self, local_id: str) -> TaskRecord | None:
+        """Delete a task this process recorded but never sent (still queued, or not written
+        at all), after history stopped being writable: marking it "not created" would need a
+        write, and left queued it would be sent by the next start.
+
+        Returns the record left in history, or None when none is.
+        """
+        try:
+            text = self._record_path(local_id).read_text(encoding="utf-8")
+            record = record_from_toml(local_id, text)
+        except FileNotFoundError:
+            record = None
+        except (OSError, UnicodeDecodeError, RecordError):
+            return TaskRecord(local_id=local_id, kind="generation", params={}, external_task_id="", status="")
+        if record is not None and record.status != "queued":
+            return record
+        self._remove_folder(local_id)
+        return record if self.task_dir(local_id).exists() else None
 
     def update(self, local_id: str, **changes: Any) -> TaskRecord:
         unknown = set(changes) - _RECORD_FIELDS

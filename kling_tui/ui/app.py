@@ -288,10 +288,23 @@ class KlingApp(App[None]):
     def endpoint_label(self) -> str:
         if self.sandbox is not None:
             return "sandbox"
+        from urllib.parse import urlsplit
+
+        from kling_tui.config import REGIONS
+
         region = getattr(self.settings, "region", None)
-        if region and region != "custom":
+        base_url = self.settings.base_url
+        # The region's name only while requests go there: KLING_BASE_URL or base_url win over it.
+        if region in REGIONS and base_url.rstrip("/") == REGIONS[region]:
             return region.capitalize()
-        return self.settings.base_url
+        try:
+            parts = urlsplit(base_url)
+            host = parts.hostname or base_url  # never the user:password part of a URL
+            if parts.port is not None:
+                host = f"{host}:{parts.port}"
+        except ValueError:
+            host = base_url
+        return plain(host)
 
     def ensure_connected(self) -> bool:
         """Connect now unless connected already or there is nothing to connect with."""
