@@ -213,6 +213,7 @@ async def test_expand_dialog_shows_the_size_explains_the_area_rule_and_sends(san
         await wait_for(pilot, lambda: isinstance(app.screen, ExpandDialog))
         dialog = app.screen
         await pilot.press("3")  # 1:1 around it
+        assert dialog.query_one("#presets").highlighted == 2  # the list shows the preset chosen
         size = str(dialog.query_one("#expand-size").render())
         assert f"{width}×{height} → {width}×{width} px" in size
         assert dialog.query_one("#side-up", Input).value == dialog.query_one("#side-down", Input).value != "0"

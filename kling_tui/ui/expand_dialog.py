@@ -191,6 +191,7 @@ class ExpandDialog(ModalScreen[ExpandRequest | None]):
         character = event.character
         if self.focused is presets and character and character.isdigit() and 1 <= int(character) <= len(PRESETS):
             event.stop()
+            presets.highlighted = int(character) - 1  # the list shows which preset the sides come from
             self.apply_preset(int(character))
 
     @on(OptionList.OptionSelected, "#presets")
