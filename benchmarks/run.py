@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=None, help="cold starts per variant (default 9, quick 3)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections (repeatable)")
     parser.add_argument(
-        "--check", action="store_true", help="exit 1 when a ratio goal fails (absolute goals are information)"
+        "--check", action="store_true", help="exit 1 when a ratio or count goal fails (goals in absolute time are information)"
     )
     parser.add_argument(
         "--poll-interval", type=float, default=0.5, help="app poll interval in seconds (default 0.5, as with --sandbox)"
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio_rows = [row for row in rows if row.ratio_goal]
     failed = [row for row in ratio_rows if not row.ok]
     over = [row.name for row in rows if row.ok is False and not row.ratio_goal]
-    print(f"\n{len(ratio_rows) - len(failed)} ratio goals hold, {len(failed)} fail.", end="")
+    print(f"\n{len(ratio_rows) - len(failed)} ratio and count goals hold, {len(failed)} fail.", end="")
     print(f" Absolute goals over (information): {', '.join(over)}." if over else "")
     return 1 if args.check and failed else 0
 
