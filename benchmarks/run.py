@@ -26,7 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=None, help="cold starts per variant (default 9, quick 3)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections (repeatable)")
     parser.add_argument(
-        "--check", action="store_true", help="exit 1 when a ratio or count goal fails (goals in absolute time are information)"
+        "--check",
+        action="store_true",
+        help="exit 1 when a ratio or count goal fails (goals in absolute time are information)",
     )
     parser.add_argument(
         "--poll-interval", type=float, default=0.5, help="app poll interval in seconds (default 0.5, as with --sandbox)"
