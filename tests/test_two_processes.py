@@ -238,3 +238,40 @@ def test_an_owner_token_tells_a_running_process_from_an_ended_or_reused_one():
     if boot:  # a token from before a reboot
         assert not is_alive(f"cli:{os.getpid()}:{start}:{'0' * len(boot)}")
     assert not is_alive(None) and not is_alive("garbage")
+
+
+def test_processes_starting_together_on_a_fresh_home_all_open_the_history(tmp_path):
+    # Each start finds an index to create; they take turns, so none deletes another's files.
+    code = (
+        "import sys\nfrom kling_tui.history.store import HistoryStore\n"
+        "store = HistoryStore(sys.argv[1])\nstore.recent(5)\nstore.close()\n"
+    )
+    for trial in range(3):
+        folder = tmp_path / f"home-{trial}" / "history"
+        starts = [
+            subprocess.Popen([sys.executable, "-c", code, str(folder)], stderr=subprocess.PIPE, text=True)
+            for _ in range(16)
+        ]
+        errors = [p.communicate()[1] for p in starts]
+        assert [p.returncode for p in starts] == [0] * 16, [e for e in errors if e][:2]
+
+
+def test_an_index_another_process_is_creating_is_used_not_deleted(tmp_path):
+    import sqlite3
+
+    from kling_tui.history.index import TaskIndex
+
+    path = tmp_path / "index.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)  # another process, between open and its tables
+    other.execute("PRAGMA journal_mode=WAL")
+    before = path.stat().st_ino
+    index = TaskIndex(path)
+    try:
+        assert index.open() == "new"
+        assert path.stat().st_ino == before  # the file the other process has open is not replaced
+        other.execute("CREATE TABLE IF NOT EXISTS written_by_the_other (x)")
+        tables = {r[0] for r in index.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "written_by_the_other" in tables and "tasks" in tables  # one file for both
+    finally:
+        index.close()
+        other.close()

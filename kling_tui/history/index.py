@@ -7,6 +7,7 @@ any time and is rebuilt from them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -247,6 +248,22 @@ def storage_cause(exc: BaseException) -> OSError | None:
     return None
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock across processes (flock); where there is none, no turn is taken."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX
+        yield
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 class TaskIndex:
     """A thin typed layer over the SQLite file; the caller serialises access."""
 
@@ -261,6 +278,13 @@ class TaskIndex:
 
         Raises IndexDamaged when the file is not a database.
         """
+        # Processes starting side by side on one history take turns here: one of them resets
+        # an unknown index and creates the tables; the others then find them ready. Without
+        # the turn, one could delete the files another has just opened.
+        with _exclusive(Path(f"{self.path}.lock")):
+            return self._open()
+
+    def _open(self) -> str:
         self._make_private()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
@@ -282,14 +306,13 @@ class TaskIndex:
             if is_damage(exc):
                 raise IndexDamaged(str(exc)) from exc
             raise
-        if state != "ok":
+        if state == "version":  # a new, empty file needs no reset: the tables go into it
             conn.close()
             self._remove_files()
             self._make_private()
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            state = "new" if state == "new" else "version"
         conn.executescript(_SCHEMA)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(INDEX_VERSION),))
         self._conn = conn
