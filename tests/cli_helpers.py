@@ -24,7 +24,9 @@ class Run:
         return json.loads(self.stdout)
 
 
-def kling(*args: str, sandbox=None, auth: str = "api_key", env: dict[str, str] | None = None) -> Run:
+def kling(
+    *args: str, sandbox=None, auth: str = "api_key", env: dict[str, str] | None = None, timeout: float = 60
+) -> Run:
     """Run kling-tui; `auth` is "api_key", "ak_sk" or "none". Every run is checked for secrets."""
     environ = {**os.environ, **(env or {})}  # KLING_TUI_HOME comes from the autouse fixture
     if sandbox is not None:
@@ -35,7 +37,7 @@ def kling(*args: str, sandbox=None, auth: str = "api_key", env: dict[str, str] |
         environ["KLING_ACCESS_KEY"] = DEFAULT_ACCESS_KEY
         environ["KLING_SECRET_KEY"] = DEFAULT_SECRET_KEY
     done = subprocess.run(
-        [sys.executable, "-m", "kling_tui", *args], env=environ, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "kling_tui", *args], env=environ, capture_output=True, text=True, timeout=timeout
     )
     run = Run(done.returncode, done.stdout, done.stderr)
     for secret in SECRETS:

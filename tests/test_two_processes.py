@@ -65,7 +65,9 @@ async def test_two_cli_loops_and_a_tui_share_one_history(sandbox, monkeypatch):
     jobs = [(loop, i) for i in range(PER_LOOP) for loop in range(LOOPS)]
 
     def generate(job: tuple[int, int]):
-        return kling("generate", f"loop {job[0]} task {job[1]}", "--wait", "--json", sandbox=sandbox)
+        # Correctness, not speed, is tested here: on a busy 2-core machine one of 100 commands
+        # may take long (a stalled request waits for the request deadline, 60 s, then retries).
+        return kling("generate", f"loop {job[0]} task {job[1]}", "--wait", "--json", sandbox=sandbox, timeout=240)
 
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.workbench is not None)

@@ -278,13 +278,17 @@ class TaskIndex:
 
         Raises IndexDamaged when the file is not a database.
         """
+        if self._open(create=False) == "ok":  # the usual case: ready to use, nothing to write
+            return "ok"
         # Processes starting side by side on one history take turns here: one of them resets
         # an unknown index and creates the tables; the others then find them ready. Without
         # the turn, one could delete the files another has just opened.
         with _exclusive(Path(f"{self.path}.lock")):
-            return self._open()
+            return self._open(create=True)
 
-    def _open(self) -> str:
+    def _open(self, *, create: bool) -> str:
+        """Connect and read the index's state; with `create`, make it ready: reset an unknown
+        version, fill a new file in place. Keeps the connection only when the index is ready."""
         self._make_private()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
@@ -306,6 +310,12 @@ class TaskIndex:
             if is_damage(exc):
                 raise IndexDamaged(str(exc)) from exc
             raise
+        if state == "ok":
+            self._conn = conn
+            return state
+        if not create:
+            conn.close()
+            return state
         if state == "version":  # a new, empty file needs no reset: the tables go into it
             conn.close()
             self._remove_files()
