@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import ipaddress
 import json as jsonlib
 import logging
 import random
@@ -78,6 +79,17 @@ def _kind_of(kind: str) -> str:
     if kind not in PATHS:
         raise ValueError(f"kind must be one of {', '.join(PATHS)} (got {kind!r})")
     return PATHS[kind]
+
+
+def is_loopback(base_url: str) -> bool:
+    """A server on this machine (the sandbox): its tasks take seconds, so callers poll briskly."""
+    host = httpx.URL(base_url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class KlingClient:

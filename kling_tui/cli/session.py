@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from kling_tui.api.auth import (
     ENV_ACCESS_KEY,
@@ -24,7 +21,7 @@ from kling_tui.api.auth import (
     MissingCredentials,
     auth_from,
 )
-from kling_tui.api.client import KlingClient
+from kling_tui.api.client import KlingClient, is_loopback
 from kling_tui.api.errors import KlingError
 from kling_tui.base.processes import is_alive, is_this_process
 from kling_tui.base.textsafe import plain
@@ -77,16 +74,6 @@ class _NoCredentials:
         raise MissingCredentials(self.message)
 
 
-def _is_loopback(base_url: str) -> bool:
-    host = httpx.URL(base_url).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass
 class Session:
     workbench: Workbench
@@ -122,7 +109,7 @@ async def open_session(settings: Settings, store: HistoryStore, *, sandbox: bool
     except ValueError as exc:
         raise CommandError(f"base URL: {exc}", EXIT_INVALID) from None
     # A local server (the sandbox) answers in no time and its tasks take seconds: poll briskly.
-    if _is_loopback(client.base_url):
+    if is_loopback(client.base_url):
         interval = (0.1, 0.5)
     else:
         interval = (settings.poll_interval, max(5.0, settings.poll_interval))

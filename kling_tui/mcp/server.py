@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import ipaddress
 import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
@@ -26,7 +24,7 @@ from mcp_types import TextContent, ToolAnnotations
 
 from kling_tui import __version__
 from kling_tui.api.auth import ApiKeyAuth, Auth, Credentials, MissingCredentials, auth_from
-from kling_tui.api.client import PATHS, KlingClient
+from kling_tui.api.client import PATHS, KlingClient, is_loopback
 from kling_tui.api.errors import InvalidRequest, KlingError
 from kling_tui.api.prices import price
 from kling_tui.api.types import NOT_PARAMS, Parent, Request, request_from_params
@@ -191,16 +189,6 @@ def _iso(epoch: float | None) -> str | None:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _is_loopback(base_url: str) -> bool:
-    host = httpx.URL(base_url).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @contextlib.asynccontextmanager
 async def open_service(settings: Settings, store: HistoryStore, *, sandbox: bool) -> AsyncIterator[Service]:
     """A client, a workbench that follows its tasks and saves their images, and the tools' state."""
@@ -226,7 +214,7 @@ async def open_service(settings: Settings, store: HistoryStore, *, sandbox: bool
             )
     try:
         client = KlingClient(base_url, auth, caps=caps)
-        fast = _is_loopback(client.base_url)  # the sandbox: tasks take seconds, poll briskly
+        fast = is_loopback(client.base_url)  # the sandbox: tasks take seconds, poll briskly
         interval = (0.1, 0.5) if fast else (settings.poll_interval, max(5.0, settings.poll_interval))
         tracker = Tracker(client, min_interval=interval[0], max_interval=interval[1])
         budget = SlotBudget(settings.concurrency)
