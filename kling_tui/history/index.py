@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,6 +378,17 @@ class TaskIndex:
             conn.execute("DELETE FROM dirty WHERE local_id = ?", (values[0],))
             if root_mtime_ns is not None:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('root_mtime_ns', ?)", (str(root_mtime_ns),))
+
+    def refresh(self, local_id: str, read: Callable[[], tuple | None]) -> None:
+        """Write one row from `read()` (its task's file, read now) while holding the index's write
+        lock. A writer upserts its row only after writing its file, so its newer row can never be
+        overwritten by a read of the file from before that write. None from `read` writes nothing."""
+        with self.transaction() as conn:
+            values = read()
+            if values is None:
+                return
+            _upsert_row(conn, values)
+            conn.execute("DELETE FROM dirty WHERE local_id = ?", (local_id,))
 
     def upsert_many(self, rows: Iterable[tuple]) -> None:
         rows = list(rows)

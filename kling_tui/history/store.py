@@ -418,12 +418,22 @@ class HistoryStore:
 
     def _reindex_one(self, local_id: str) -> TaskRecord | None:
         self._remove_temp_files(local_id)
-        record = self._load(local_id)
-        if record is None:
+        record = self._refresh_row(local_id)
+        if record is None and not self._record_path(local_id).exists():
             self._index.delete(local_id)
-        else:
-            self._index.upsert(row_values(record))
         return record
+
+    def _refresh_row(self, local_id: str) -> TaskRecord | None:
+        """Read the task's file and write its row as one step against other processes (see
+        TaskIndex.refresh): another process may be writing this task at this very moment."""
+        loaded: list[TaskRecord | None] = [None]
+
+        def read() -> tuple | None:
+            loaded[0] = self._load(local_id)
+            return None if loaded[0] is None else row_values(loaded[0])
+
+        self._index.refresh(local_id, read)
+        return loaded[0]
 
     def _task_folders(self) -> list[str]:
         with os.scandir(self.root) as entries:
@@ -687,9 +697,8 @@ class HistoryStore:
                 if not self._record_path(local_id).exists():
                     self._guarded(lambda: self._index.delete(local_id))
                 return None
-            values = row_values(record)
-            if self._guarded(lambda: self._index.stored_values(local_id)) != values:
-                self._guarded(lambda: self._index.upsert(values))
+            if self._guarded(lambda: self._index.stored_values(local_id)) != row_values(record):
+                record = self._guarded(lambda: self._refresh_row(local_id)) or record
             return record
 
     # -- queries (index only) ------------------------------------------------------------------

@@ -131,6 +131,9 @@ class Workbench:
         self._running: dict[str, TaskRecord] = {}
         self._saving: dict[str, asyncio.Lock] = {}  # one per task whose images were saved
         self._slot_waits: dict[str, int] = {}  # 1303 answers per queued task, for the status line
+        # task_id -> local_id of every task this workbench follows: a change it polled is
+        # recorded even when the shared index has not caught up with that task yet.
+        self._followed: dict[str, str] = {}
 
     # -- listeners ---------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -401,7 +404,7 @@ class Workbench:
             return self._finish(record, task)
         if record.status not in SERVER_STATUSES:
             log.warning("task %s: unknown status %r from the server; following it", plain(task.task_id), record.status)
-        self.tracker.track(task.task_id, record.kind, task.task_status)
+        self._follow(record, task.task_status)
         self.tracker.wake()
         return record
 
@@ -437,7 +440,7 @@ class Workbench:
         if record.task_id:
             # Polling is read-only: safe whoever else follows it too.
             self._changed(record)
-            self.tracker.track(record.task_id, record.kind, record.status)
+            self._follow(record)
             return
         mine = record.owner is None or is_this_process(record.owner)
         if not mine and is_alive(record.owner):
@@ -451,6 +454,12 @@ class Workbench:
                 changed.append(self._orphaned(record))
             return
         changed.append(await self.confirm(record))
+
+    def _follow(self, record: TaskRecord, status: str | None = None) -> None:
+        """Poll the task from now on (`status`: the server's word for it, when just heard)."""
+        assert record.task_id is not None
+        self._followed[record.task_id] = record.local_id
+        self.tracker.track(record.task_id, record.kind, status or record.status)
 
     def _handles(self, local_id: str) -> bool:
         """Whether this workbench is sending or following the task already."""
@@ -508,20 +517,25 @@ class Workbench:
 
     def _write_change(self, change: StatusChange) -> TaskRecord | None:
         # Store only: safe on a worker thread (the store serialises its own writes).
+        task = change.task
         try:
-            record = self.store.find_by_task_id(change.task.task_id)
+            local_id = self._followed.get(task.task_id)
+            record = self.store.get(local_id) if local_id else self.store.find_by_task_id(task.task_id)
             if record is None:
+                log.warning("task %s (%s) is not in history", plain(task.task_id), plain(task.task_status))
                 return None
-            task = change.task
             status = status_from_server(task.task_status)
             changes = dict(status=status, status_msg=task.task_status_msg, updated_at=time.time())
             if task.is_final:
                 changes.update(self._final_changes(task, record))
             elif status not in SERVER_STATUSES:
                 log.warning("task %s: unknown status %r from the server; following it", plain(task.task_id), status)
-            return self.store.update(record.local_id, **changes)
+            record = self.store.update(record.local_id, **changes)
         except (OSError, sqlite3.Error) as exc:
-            raise HistoryWriteError(f"could not write task {plain(change.task.task_id)} to history: {exc}") from exc
+            raise HistoryWriteError(f"could not write task {plain(task.task_id)} to history: {exc}") from exc
+        if task.is_final:
+            self._followed.pop(task.task_id, None)
+        return record
 
     def _announce_change(self, record: TaskRecord | None) -> TaskRecord | None:
         if record is None:
