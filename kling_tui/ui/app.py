@@ -27,22 +27,17 @@ from kling_tui.history.draft import load_draft, save_draft
 from kling_tui.history.index import matches_words, record_texts, search_terms
 from kling_tui.history.retired import load_retired, remember_retired
 from kling_tui.history.store import HistoryStore, TaskRecord
-from kling_tui.ui.compare import CompareScreen
-from kling_tui.ui.dialogs import ConfirmDialog, HelpScreen, SetupChoice, SetupScreen, TextDialog
 from kling_tui.ui.form import SUBJECT_FIELDS, GenerationForm, PromptArea
-from kling_tui.ui.grid import GridScreen
 from kling_tui.ui.messages import BackgroundError, RecordChanged
-from kling_tui.ui.pickers import PromptSearch, QuickPick, TaskImagePick
 from kling_tui.ui.preview import PreviewPane
 from kling_tui.ui.references import Reference, ReferenceList, short
-from kling_tui.ui.summary import SummaryScreen
 from kling_tui.ui.tasks import ACTIVE, TaskTable, highlighter
-from kling_tui.ui.viewer import ViewerScreen
 
 if TYPE_CHECKING:
     from kling_tui.api.auth import Auth
     from kling_tui.api.client import KlingClient
     from kling_tui.api.types import ResourcePack
+    from kling_tui.ui.dialogs import SetupChoice
     from kling_tui.work.workbench import Workbench
 
 PAGE_SIZE = 200
@@ -248,6 +243,8 @@ class KlingApp(App[None]):
             # reconcile pass are not needed to draw the window.
             self.call_after_refresh(self.ensure_connected)
         else:
+            from kling_tui.ui.dialogs import SetupScreen
+
             self.push_screen(SetupScreen(), self._setup_done)
         self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
         self._fit_layout(self.size.width)
@@ -633,6 +630,8 @@ class KlingApp(App[None]):
             figures = "\n".join(f"Over budget: {o}." for o in overruns)
             questions = [figures, *questions] if questions else [figures, "Submit anyway?"]
         if questions:
+            from kling_tui.ui.dialogs import ConfirmDialog
+
             self.push_screen(
                 ConfirmDialog("\n".join(questions), yes="Submit"),
                 lambda yes: self._enqueue(requests) if yes else None,
@@ -735,6 +734,8 @@ class KlingApp(App[None]):
         self.reload_table()
 
     def action_help(self) -> None:
+        from kling_tui.ui.dialogs import HelpScreen
+
         self.push_screen(HelpScreen(self.help_sections()))
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -990,6 +991,8 @@ class KlingApp(App[None]):
             source = self.store.get(parent["local_id"])
             about = f" · {short(source.prompt, 40)}" if source else ""
             labels.append(f"{parent['local_id']} image {parent['image']}{about}")
+        from kling_tui.ui.pickers import QuickPick
+
         self.push_screen(
             QuickPick("Go to which parent?", labels),
             lambda choice: self._go_to_task(choice.split(" ")[0]) if choice else None,
@@ -1006,6 +1009,8 @@ class KlingApp(App[None]):
         if len(children) == 1:
             self._go_to_task(children[0].local_id)
             return
+        from kling_tui.ui.pickers import QuickPick
+
         newest = list(reversed(children))[: len(QuickPick.KEYS)]
         labels = [f"{c.local_id} · {c.kind} · {short(c.prompt, 40)}" for c in newest]
         self.push_screen(
@@ -1041,6 +1046,8 @@ class KlingApp(App[None]):
                 return
             number = self.form.add_reference(Reference.of_task(found.source, record.local_id, choice[1]))
             self.notify(f"Added as <<<image_{number}>>>.", timeout=3)
+
+        from kling_tui.ui.pickers import TaskImagePick
 
         self.push_screen(TaskImagePick(items), chosen)
 
@@ -1095,6 +1102,8 @@ class KlingApp(App[None]):
             model = self.caps.get(record.model or self.caps.default_model)
             options = [r for r in (model.aspect_ratios if model else ()) if r != record.aspect_ratio]
             title, field = "Same task in aspect ratio…", "aspect_ratio"
+        from kling_tui.ui.pickers import QuickPick
+
         self.push_screen(
             QuickPick(title, options),
             lambda choice: self._resubmit(record, **{field: choice}) if choice else None,
@@ -1119,6 +1128,8 @@ class KlingApp(App[None]):
                 self.workbench.annotate(record.local_id, note=note)
                 self.show_selected()
 
+        from kling_tui.ui.dialogs import TextDialog
+
         self.push_screen(TextDialog("Note for this task", record.note, "anything you want to remember"), save)
 
     def action_starred_only(self) -> None:
@@ -1140,6 +1151,8 @@ class KlingApp(App[None]):
         self._compare_mark = None
         if left is None:
             return
+        from kling_tui.ui.compare import CompareScreen
+
         self.push_screen(
             CompareScreen(
                 left,
@@ -1168,6 +1181,8 @@ class KlingApp(App[None]):
         totals = await asyncio.to_thread(self.store.unit_totals)
         # Asked for by the user: fetch what is left now (the header's own refresh is once a minute).
         await self.refresh_costs().wait()
+        from kling_tui.ui.summary import SummaryScreen
+
         self.push_screen(SummaryScreen(totals, self.packs))
 
     @work(group="costs", exclusive=True)
@@ -1193,6 +1208,8 @@ class KlingApp(App[None]):
             if prompt is not None:
                 self.form.set_prompt(prompt)
 
+        from kling_tui.ui.pickers import PromptSearch
+
         self.push_screen(PromptSearch(prompts), chosen)
 
     # -- seeing images ------------------------------------------------------------------
@@ -1205,6 +1222,8 @@ class KlingApp(App[None]):
         if record is None:
             return
         index = self.preview.index if self.preview.owner == record.local_id else 0
+        from kling_tui.ui.viewer import ViewerScreen
+
         self.push_screen(
             ViewerScreen(self.store, self.table_order(), self.table.cursor_row, index, self.image_protocol)
         )
@@ -1222,6 +1241,8 @@ class KlingApp(App[None]):
         if not any(r.image_paths for r in records):
             self.notify("No saved images to show yet.", severity="warning")
             return
+        from kling_tui.ui.grid import GridScreen
+
         self.push_screen(GridScreen(self.store, records, self.image_protocol, title))
 
     def use_as_reference(self, path: Path) -> None:
@@ -1245,6 +1266,8 @@ class KlingApp(App[None]):
         def chosen(value: str | None) -> None:
             if value and value.strip():
                 self._import_image(Path(value.strip()).expanduser())
+
+        from kling_tui.ui.dialogs import TextDialog
 
         self.push_screen(
             TextDialog(
@@ -1349,6 +1372,8 @@ class KlingApp(App[None]):
     async def action_quit(self) -> None:
         sending = self.workbench.sending if self.workbench else 0
         if sending:
+            from kling_tui.ui.dialogs import ConfirmDialog
+
             self.push_screen(
                 ConfirmDialog(
                     f"{sending} create request(s) are on their way. They are recorded and will be "
