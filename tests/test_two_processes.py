@@ -36,6 +36,7 @@ LOOPS = 2
 PER_LOOP = 50
 PARALLEL = 6  # processes at once: enough to overlap writes and start-ups on 2 cores
 TUI_TASKS = 5
+APPS_STARTING = 6
 
 
 @pytest.fixture
@@ -151,6 +152,38 @@ async def test_a_task_is_followed_to_the_end_even_when_the_index_lost_its_task_i
         await asyncio.gather(follow, return_exceptions=True)
         await bench.aclose()
         await bench.client.aclose()
+
+
+def test_of_apps_starting_together_one_takes_over_a_task_an_ended_app_left_queued(sandbox):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    with HistoryStore(history_dir()) as store:
+        record = store.new_record(
+            "generation", {"prompt": "left in the queue"}, owner=f"app:{ended.pid}::", status="queued"
+        )
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "tests/adopt_child.py", sandbox.base_url, record.local_id],
+            env=cli_env(sandbox),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(APPS_STARTING)
+    ]
+    try:
+        for start in starts:
+            assert start.stdout.readline().strip() == "ready"
+        for start in starts:
+            start.stdin.write("go\n")
+            start.stdin.flush()
+        said = Counter(start.communicate(timeout=60)[0].strip() for start in starts)
+    finally:
+        for start in starts:
+            start.kill()
+    assert said == {"adopted": 1, "left": APPS_STARTING - 1}
+    assert sandbox.state.counters()["tasks_created"] == 1
+    assert sandbox.state.counters()["external_id_reuse"] == 0
 
 
 def test_a_new_process_sweeps_only_abandoned_temp_files():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from kling_tui.base.processes import pid_alive
@@ -70,3 +72,20 @@ def is_abandoned(temp: Path, now: float | None = None) -> bool:
     pid = match.group("pid") if match else None
     # A name without a pid comes from an older version: only its age can tell.
     return pid is not None and not pid_alive(int(pid))
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, *, mode: int = 0o600) -> Iterator[None]:
+    """Take turns with other processes (flock) on `path`: a lock file, created if missing, or a
+    directory. Where there is no flock, no turn is taken."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -7,7 +7,6 @@ any time and is rebuilt from them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
@@ -17,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kling_tui.base.atomic import exclusive
 
 INDEX_VERSION = 3  # 2: the parents column (lineage); 3: full-text search (tasks_fts)
 # The index holds every prompt. SQLite gives its -wal and -shm files the main file's mode.
@@ -248,22 +249,6 @@ def storage_cause(exc: BaseException) -> OSError | None:
     return None
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An advisory lock across processes (flock); where there is none, no turn is taken."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX
-        yield
-        return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 class TaskIndex:
     """A thin typed layer over the SQLite file; the caller serialises access."""
 
@@ -283,7 +268,7 @@ class TaskIndex:
         # Processes starting side by side on one history take turns here: one of them resets
         # an unknown index and creates the tables; the others then find them ready. Without
         # the turn, one could delete the files another has just opened.
-        with _exclusive(Path(f"{self.path}.lock")):
+        with exclusive(Path(f"{self.path}.lock"), mode=FILE_MODE):
             return self._open(create=True)
 
     def _open(self, *, create: bool) -> str:

@@ -35,7 +35,7 @@ import tomli_w
 from kling_tui.api.types import KINDS as REQUEST_KINDS
 from kling_tui.api.validation import images_made
 from kling_tui.base import locations
-from kling_tui.base.atomic import is_abandoned, move_aside, temp_files, write_atomic
+from kling_tui.base.atomic import exclusive, is_abandoned, move_aside, temp_files, write_atomic
 from kling_tui.base.locations import StorageError, storage_error
 from kling_tui.history.index import (
     FINAL_LOCAL_STATUSES,
@@ -685,6 +685,22 @@ class HistoryStore:
                 setattr(record, name, value)
             self.save(record)
             return record
+
+    def claim(self, local_id: str, owner: str, *, status: str, from_owner: str | None) -> TaskRecord | None:
+        """Make `owner` the task's owner if it still has `status` and belongs to `from_owner`, as
+        one step across processes (a turn on the task's folder): of two processes taking over a
+        task left by one that ended, exactly one gets it. None when it is no longer there to take."""
+        with self._lock:
+            try:
+                with exclusive(self.task_dir(local_id)):
+                    record = self._load(local_id)  # the file as it is now, not as the index had it
+                    if record is None or record.status != status or record.owner != from_owner:
+                        return None
+                    record.owner = owner
+                    self.save(record)
+                    return record
+            except FileNotFoundError:
+                return None
 
     def get(self, local_id: str) -> TaskRecord | None:
         """The full record, read from its TOML; the index row is refreshed if it was stale."""

@@ -425,10 +425,13 @@ class Workbench:
         for record in queued:
             if record.owner != self.owner:
                 try:
-                    record = self.store.update(record.local_id, owner=self.owner)
+                    taken = self.store.claim(record.local_id, self.owner, status="queued", from_owner=record.owner)
                 except OSError as exc:
                     log.error("could not take over queued task %s: %s", record.local_id, exc)
                     continue
+                if taken is None:  # another process starting now took it, or it changed meanwhile
+                    continue
+                record = taken
             if record.local_id not in self.queue:
                 self.queue.append(record.local_id)
             self._changed(record)
