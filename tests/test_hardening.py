@@ -408,6 +408,34 @@ def test_a_full_disk_at_any_history_write_leaves_no_queued_task(writes_before_fu
         assert "was not sent and is not kept" in run.stderr
 
 
+ENOSPC_FOR_IMAGES = """
+import errno, os, sys
+real_open = os.open
+def full_for_images(path, flags, *args, **kwargs):
+    if os.fspath(path).endswith(".part"):  # a downloading image's temp file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+    return real_open(path, flags, *args, **kwargs)
+os.open = full_for_images
+from kling_tui.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_while_saving_the_images_ends_generate_wait_with_exit_5():
+    done = subprocess.run(
+        [sys.executable, "-c", ENOSPC_FOR_IMAGES, "--sandbox", "generate", "a cat", "--wait"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    run = Run(done.returncode, done.stdout, done.stderr)
+    assert run.code == 5, run.stderr
+    _assert_one_clear_error(run, "cannot save the images into", "No space left on device", "Free some space")
+    ((local_id, text),) = _history_files().items()
+    assert 'status = "succeed"' in text  # the task is done; only its images wait
+    assert f"`kling-tui download {local_id}` saves them later" in run.stderr
+
+
 # -- 15: undecodable arguments, files where folders must be -------------------------------
 
 

@@ -23,9 +23,18 @@ from kling_tui.api.auth import (
 )
 from kling_tui.api.client import KlingClient, is_loopback
 from kling_tui.api.errors import KlingError
+from kling_tui.base.locations import is_storage_problem, storage_error
 from kling_tui.base.processes import is_alive, is_this_process
 from kling_tui.base.textsafe import plain
-from kling_tui.cli.output import EXIT_API, EXIT_INVALID, EXIT_TASK_FAILED, CommandError, Console, image_files
+from kling_tui.cli.output import (
+    EXIT_API,
+    EXIT_INVALID,
+    EXIT_STORAGE,
+    EXIT_TASK_FAILED,
+    CommandError,
+    Console,
+    image_files,
+)
 from kling_tui.config import Settings
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.tracker import StatusChange, Tracker
@@ -176,6 +185,11 @@ async def save_and_copy(session: Session, record: TaskRecord, out: Path | None) 
     errors: list[Exception] = []
     record = await session.workbench.save_images(record, on_error=errors.append)
     store = session.workbench.store
+    full = next((e for e in errors if isinstance(e, OSError) and is_storage_problem(e)), None)
+    if full is not None:  # the disk, not the service: the task is done and its images wait on the server
+        error = storage_error("save the images into", store.task_dir(record.local_id), full)
+        later = f"Task {record.local_id} is {plain(record.status)}: `kling-tui download {record.local_id}` saves them later."
+        raise CommandError(f"{error.message} {later}", EXIT_STORAGE, record=record)
     if errors or len(image_files(store, record)) < len(record.image_urls):
         reason = plain(errors[0]) if errors else "not every image could be saved"
         raise CommandError(f"could not save the images: {reason}", EXIT_API, record=record)
