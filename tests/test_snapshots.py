@@ -83,9 +83,11 @@ def test_form_shows_rules_inline(snap_compare, sandbox, fixed_zone):
     app = build(sandbox)
 
     async def ready(pilot):
-        from textual.widgets import Input, Select
+        from textual.widgets import Input
 
-        app.query_one("#model", Select).value = "kling-v2-new"
+        from kling_tui.ui.choice import Choice
+
+        app.query_one("#model", Choice).value = "kling-v2-new"
         app.query_one("#n", Input).value = "12"
         await pilot.pause()
         await wait_for(pilot, lambda: "n: must be" in str(app.query_one("#problems").render()))
@@ -197,9 +199,9 @@ def test_form_in_omni_mode_with_two_references(snap_compare, sandbox, fixed_zone
     Image.new("RGB", (800, 600), (20, 60, 200)).save(sofa)
 
     async def ready(pilot):
-        from textual.widgets import Select
+        from kling_tui.ui.choice import Choice
 
-        app.query_one("#mode", Select).value = "omni"
+        app.query_one("#mode", Choice).value = "omni"
         await pilot.pause()
         app.form.set_references([Reference.of(str(cat)), Reference.of_task(str(sofa), "20261120-093000-0a1b2c3d", 2)])
         app.form.set_prompt("the cat from <<<image_1>>> asleep on the sofa in <<<image_2>>>, watercolour")

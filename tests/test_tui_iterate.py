@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from textual.widgets import Checkbox, Input, Select, SelectionList, TextArea
+from textual.widgets import Checkbox, Input, SelectionList, TextArea
 
 from kling_tui.config import load_settings
 from kling_tui.ui.app import make_app
+from kling_tui.ui.choice import Choice
 from kling_tui.ui.compare import CompareScreen
 from kling_tui.ui.dialogs import ConfirmDialog
 from kling_tui.ui.pickers import PromptSearch, QuickPick
@@ -50,11 +51,11 @@ async def test_edit_loads_a_task_and_rerun_sends_it_again(sandbox):
         key = await submit(app, pilot, "a brass compass", model="kling-v2", n="2")
         await wait_for(pilot, lambda: "succeed" in status(app, key))
         app.query_one("#prompt", TextArea).text = "something else"
-        app.query_one("#model", Select).value = "kling-v1"
+        app.query_one("#model", Choice).value = "kling-v1"
         app.table.focus()
         await pilot.press("e")
         assert app.query_one("#prompt", TextArea).text == "a brass compass"
-        assert app.query_one("#model", Select).value == "kling-v2"
+        assert app.query_one("#model", Choice).value == "kling-v2"
         assert app.query_one("#n", Input).value == "2"
         app.table.focus()
         await pilot.press("r")
@@ -216,7 +217,7 @@ async def test_units_summary_per_model(sandbox):
 async def test_multi_image_mode_on_a_model_that_has_it(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 40)) as pilot:
-        app.query_one("#mode", Select).value = "multi"
+        app.query_one("#mode", Choice).value = "multi"
         await pilot.pause()
         assert app.form._model_options == ["kling-v2", "kling-v2-1"]
         assert not app.query_one("#subject-1", Input).has_class("hidden")

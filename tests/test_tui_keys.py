@@ -14,6 +14,7 @@ from kling_tui.config import load_settings
 from kling_tui.history.store import HistoryStore
 from kling_tui.sandbox import DEFAULT_API_KEY
 from kling_tui.ui.app import make_app
+from kling_tui.ui.choice import Choice, ChoiceMenu
 from kling_tui.ui.dialogs import HelpScreen, SetupScreen
 from tests.tui_helpers import cell_text, sandbox_history, wait_for
 
@@ -42,6 +43,24 @@ async def test_help_lists_every_app_key(sandbox):
             assert binding.description in text
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+async def test_a_choice_opens_its_list_from_the_keyboard_and_escape_keeps_the_value(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        mode = app.query_one("#mode", Choice)
+        mode.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceMenu), what="the list of modes")
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: mode.value == "multi", what="the second mode")
+        assert app.focused is mode
+        await wait_for(pilot, lambda: app.query_one("#subject-1").display, what="the subject images")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceMenu))
+        await pilot.press("down", "escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ChoiceMenu))
+        assert mode.value == "multi" and app.focused is mode
 
 
 async def test_failed_task_shows_its_reason_and_api_errors_their_code(sandbox):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from textual.widgets import Select, Static
+from textual.widgets import Static
 
 from kling_tui.api.capabilities import load_capabilities
 from kling_tui.config import load_settings
 from kling_tui.history.retired import load_retired
 from kling_tui.sandbox import Sandbox, SandboxConfig
+from kling_tui.ui.choice import Choice
 from kling_tui.ui.compare import CompareScreen
 from tests.test_tui_iterate import app_for, rendered, status, submit
 from tests.tui_helpers import sandbox_history, wait_for
@@ -23,15 +24,15 @@ def shown(app, widget_id: str) -> str:
 async def test_the_form_warns_before_sending_to_a_retired_model_and_prices_the_use(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 40)) as pilot:
-        assert app.query_one("#model", Select).value == "kling-v1"
+        assert app.query_one("#model", Choice).value == "kling-v1"
         await wait_for(pilot, lambda: "estimate ≈ 1 unit ($0.0035)" in shown(app, "estimate"))
         assert shown(app, "model-warning") == ""
-        app.query_one("#model", Select).value = "kling-v2"
+        app.query_one("#model", Choice).value = "kling-v2"
         await wait_for(
             pilot, lambda: "kling-v2 retired on 2026-09-15; successor: kling-v3" in shown(app, "model-warning")
         )
         await wait_for(pilot, lambda: "estimate ≈ 4 units ($0.014)" in shown(app, "estimate"))
-        app.query_one("#model", Select).value = "kling-v3"
+        app.query_one("#model", Choice).value = "kling-v3"
         await wait_for(pilot, lambda: shown(app, "model-warning") == "")
         assert "estimate ≈ 8 units ($0.028)" in shown(app, "estimate")
 
@@ -42,7 +43,7 @@ async def test_the_form_preselects_the_first_preferred_model_that_has_not_retire
     app = app_for(sandbox, load_settings())
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.pause()
-        assert app.query_one("#model", Select).value == "kling-v3"  # kling-v2 retired on 2026-09-15
+        assert app.query_one("#model", Choice).value == "kling-v3"  # kling-v2 retired on 2026-09-15
 
 
 async def test_a_discontinued_answer_is_remembered_and_one_key_reruns_on_the_successor():
@@ -79,7 +80,7 @@ async def test_a_discontinued_answer_is_remembered_and_one_key_reruns_on_the_suc
         again = app_for(sb)
         async with again.run_test(size=(140, 40)) as pilot:
             await pilot.pause()
-            assert again.query_one("#model", Select).value == "kling-v3"
+            assert again.query_one("#model", Choice).value == "kling-v3"
 
 
 async def test_the_successor_key_explains_itself_on_a_model_that_has_not_retired(sandbox):

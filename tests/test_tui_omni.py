@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from PIL import Image
-from textual.widgets import Input, Select, TextArea
+from textual.widgets import Input, TextArea
 
 from kling_tui.config import load_settings
 from kling_tui.ui.app import make_app
+from kling_tui.ui.choice import Choice
 from kling_tui.ui.expand_dialog import ExpandDialog
 from kling_tui.ui.pickers import TaskImagePick
 from kling_tui.ui.references import ReferenceCompletion, ReferenceInputDialog, ReferenceList
@@ -62,9 +63,9 @@ def saved(app, key: str) -> bool:
 async def test_omni_mode_lists_references_and_renumbers_the_prompt_on_removal(sandbox, tmp_path):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 48)) as pilot:
-        app.query_one("#mode", Select).value = "omni"
+        app.query_one("#mode", Choice).value = "omni"
         await pilot.pause()
-        models = [str(option[1]) for option in app.query_one("#model", Select)._options]
+        models = [str(option[1]) for option in app.query_one("#model", Choice).options]
         assert "kling-image-o1" in models and "kling-v2" not in models
         assert app.query_one(ReferenceList).display and not app.query_one("#negative").display
         cat = png(tmp_path / "cat.png")
@@ -74,7 +75,7 @@ async def test_omni_mode_lists_references_and_renumbers_the_prompt_on_removal(sa
         listed = app.query_one(ReferenceList)
         assert [r.label for r in listed.references] == ["cat.png", "sofa.jpg"]
         assert str(listed.get_option_at_index(1).prompt) == "2  sofa.jpg"
-        assert app.query_one("#aspect", Select).value == "auto"  # Omni's default
+        assert app.query_one("#aspect", Choice).value == "auto"  # Omni's default
         prompt = app.query_one("#prompt", TextArea)
         prompt.text = "put <<<image_2>>> under the cat"
         await wait_for(pilot, lambda: "never refers to <<<image_1>>>" in str(app.query_one("#omni-hint").render()))
@@ -104,7 +105,7 @@ async def test_omni_mode_lists_references_and_renumbers_the_prompt_on_removal(sa
 async def test_element_ids_are_checked_against_the_prompt(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 48)) as pilot:
-        app.query_one("#mode", Select).value = "omni"
+        app.query_one("#mode", Choice).value = "omni"
         await pilot.pause()
         app.query_one("#elements", Input).value = "el-123"
         app.query_one("#prompt", TextArea).text = "<<<element_1>>> meets <<<element_2>>>"
@@ -116,7 +117,7 @@ async def test_element_ids_are_checked_against_the_prompt(sandbox):
 async def test_at_offers_the_references_and_inserts_one(sandbox, tmp_path):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 48)) as pilot:
-        app.query_one("#mode", Select).value = "omni"
+        app.query_one("#mode", Choice).value = "omni"
         await pilot.pause()
         await add_file(app, pilot, png(tmp_path / "a.png"))
         await add_file(app, pilot, png(tmp_path / "b.png"))
@@ -136,7 +137,7 @@ async def test_at_offers_the_references_and_inserts_one(sandbox, tmp_path):
         await wait_for(pilot, lambda: not isinstance(app.screen, ReferenceCompletion))
         assert prompt.text.endswith(" @")  # escape keeps what was typed
         # Outside Omni mode an @ is just an @.
-        app.query_one("#mode", Select).value = "generation"
+        app.query_one("#mode", Choice).value = "generation"
         await pilot.pause()
         prompt.focus()
         await pilot.press("@")
@@ -246,7 +247,7 @@ async def test_history_picker_adds_an_image_of_a_past_task(sandbox):
     async with app.run_test(size=(140, 48)) as pilot:
         await finished_task(app, pilot, "a green teapot", model="kling-v2")
         key = await finished_task(app, pilot, "an orange kettle", model="kling-v2", n="2")
-        app.query_one("#mode", Select).value = "omni"
+        app.query_one("#mode", Choice).value = "omni"
         await pilot.pause()
         app.query_one(ReferenceList).focus()
         await pilot.press("t")
@@ -262,11 +263,11 @@ async def test_history_picker_adds_an_image_of_a_past_task(sandbox):
 async def test_a_series_is_shown_as_one_numbered_set(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 48)) as pilot:
-        app.query_one("#mode", Select).value = "omni"
+        app.query_one("#mode", Choice).value = "omni"
         await pilot.pause()
-        app.query_one("#model", Select).value = "kling-v3-omni"
+        app.query_one("#model", Choice).value = "kling-v3-omni"
         await pilot.pause()
-        app.query_one("#result-type", Select).value = "series"
+        app.query_one("#result-type", Choice).value = "series"
         await pilot.pause()
         assert app.query_one("#series-box").display and not app.query_one("#n-box").display
         app.query_one("#series-amount", Input).value = "3"
@@ -284,9 +285,9 @@ async def test_an_omni_draft_comes_back_after_a_restart(sandbox, tmp_path):
     app = app_for(sandbox)
     cat = png(tmp_path / "cat.png")
     async with app.run_test(size=(140, 48)) as pilot:
-        app.query_one("#mode", Select).value = "omni"
+        app.query_one("#mode", Choice).value = "omni"
         await pilot.pause()
-        app.query_one("#model", Select).value = "kling-v3-omni"
+        app.query_one("#model", Choice).value = "kling-v3-omni"
         await add_file(app, pilot, cat)
         app.query_one("#prompt", TextArea).text = "<<<image_1>>> as a mosaic"
         await pilot.pause(0.3)
@@ -294,7 +295,7 @@ async def test_an_omni_draft_comes_back_after_a_restart(sandbox, tmp_path):
     async with again.run_test(size=(140, 48)) as pilot:
         await pilot.pause()
         assert again.form.mode == "omni"
-        assert again.query_one("#model", Select).value == "kling-v3-omni"
+        assert again.query_one("#model", Choice).value == "kling-v3-omni"
         assert [r.source for r in again.form.references] == [cat]
         assert again.query_one("#prompt", TextArea).text == "<<<image_1>>> as a mosaic"
 
@@ -307,7 +308,7 @@ async def test_e_on_an_omni_task_or_an_expansion_brings_back_its_inputs(sandbox)
         await pilot.press("E")
         await pilot.press(*"cracked")
         edit = await finished_task(app, pilot, app.query_one("#prompt", TextArea).text)
-        app.query_one("#mode", Select).value = "generation"
+        app.query_one("#mode", Choice).value = "generation"
         app.query_one("#prompt", TextArea).text = "something else"
         await pilot.pause()
         app.table.focus()

@@ -16,13 +16,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.suggester import Suggester
 from textual.timer import Timer
-from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static, TextArea
+from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static, TextArea
 
 from kling_tui.api.capabilities import OMNI_IMAGE, Capabilities, ModelCaps
 from kling_tui.api.errors import Problem
 from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
 from kling_tui.api.validation import PROMPT_MAX, SERIES_MAX, SERIES_MIN, images_made
 from kling_tui.base.textsafe import plain
+from kling_tui.ui.choice import Choice
 from kling_tui.ui.references import (
     REMOVED_MARK,
     Reference,
@@ -183,7 +184,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self.today = today
         self.default_name = caps.preferred_model(today(), frozenset(self.retired))
         default = caps.models[self.default_name]
-        # The options each Select shows now (see _set_options); composed with the default model's.
+        # The options each Choice shows now (see _set_options); composed with the default model's.
         self._options: dict[str, tuple[str, ...]] = {
             "aspect": tuple(default.aspect_ratios),
             "resolution": tuple(default.resolutions),
@@ -204,21 +205,17 @@ class GenerationForm(VerticalScroll, can_focus=False):
         with Horizontal(classes="row"):
             with Vertical(classes="half"):
                 yield Label("Model", classes="field-label")
-                yield Select(
+                yield Choice(
                     [(m, m) for m in caps.models_for("generations")],
                     value=self.default_name,
-                    allow_blank=False,
                     id="model",
-                    compact=True,
                 )
             with Vertical(classes="half"):
                 yield Label("Mode", classes="field-label")
-                yield Select(
+                yield Choice(
                     list(MODES),
                     value="generation",
-                    allow_blank=False,
                     id="mode",
-                    compact=True,
                 )
         yield Static("", id="model-hint", classes="hint")
         yield Static("", id="model-warning", classes="hint warning")
@@ -226,22 +223,18 @@ class GenerationForm(VerticalScroll, can_focus=False):
             with Vertical(classes="third"):
                 yield Label("Ratio", classes="field-label")
                 ratios = self._options["aspect"]
-                yield Select(
+                yield Choice(
                     [(r, r) for r in ratios],
                     value="16:9" if "16:9" in ratios else ratios[0],
-                    allow_blank=False,
                     id="aspect",
-                    compact=True,
                 )
             with Vertical(classes="third", id="resolution-box"):
                 yield Label("Resolution", classes="field-label")
                 resolutions = self._options["resolution"]
-                yield Select(
+                yield Choice(
                     [(r, r) for r in resolutions],
                     value=resolutions[0],
-                    allow_blank=False,
                     id="resolution",
-                    compact=True,
                 )
             with Vertical(classes="third", id="n-box"):
                 yield Label("n (1-9)", classes="field-label")
@@ -249,7 +242,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         with Horizontal(classes="row omni-only hidden"):
             with Vertical(classes="half"):
                 yield Label("Result", classes="field-label")
-                yield Select([("single", "single")], value="single", allow_blank=False, id="result-type", compact=True)
+                yield Choice([("single", "single")], value="single", id="result-type")
             with Vertical(classes="half hidden", id="series-box"):
                 yield Label(f"Series images ({SERIES_MIN}-{SERIES_MAX})", classes="field-label")
                 yield Input(value="4", id="series-amount", type="integer", max_length=2, compact=True)
@@ -275,12 +268,10 @@ class GenerationForm(VerticalScroll, can_focus=False):
         with Horizontal(classes="row hidden", id="fidelity-row"):
             with Vertical(classes="third" if default.reference_types else "third hidden", id="reference-box"):
                 yield Label("Reference", classes="field-label")
-                yield Select(
+                yield Choice(
                     [(o, o) for o in self._options["reference"]],
                     value=NO_REFERENCE,
-                    allow_blank=False,
                     id="reference",
-                    compact=True,
                 )
             with Vertical(classes="third"):
                 yield Label("Image fidelity", classes="field-label")
@@ -348,11 +339,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
     # -- values ------------------------------------------------------------------------
     @property
     def mode(self) -> str:
-        return str(self.query_one("#mode", Select).value)
+        return str(self.query_one("#mode", Choice).value)
 
     @property
     def model(self) -> ModelCaps:
-        name = str(self.query_one("#model", Select).value)
+        name = str(self.query_one("#model", Choice).value)
         return self.caps.get(name) or self.caps.models[self.default_name]
 
     def _text(self, widget_id: str) -> str:
@@ -362,12 +353,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
         """Every widget's raw value (the draft kept across restarts)."""
         values: dict[str, Any] = {
             "mode": self.mode,
-            "model": str(self.query_one("#model", Select).value),
+            "model": str(self.query_one("#model", Choice).value),
             "prompt": self.query_one("#prompt", TextArea).text,
-            "reference": str(self.query_one("#reference", Select).value),
-            "aspect": str(self.query_one("#aspect", Select).value),
-            "resolution": str(self.query_one("#resolution", Select).value),
-            "result-type": str(self.query_one("#result-type", Select).value),
+            "reference": str(self.query_one("#reference", Choice).value),
+            "aspect": str(self.query_one("#aspect", Choice).value),
+            "resolution": str(self.query_one("#resolution", Choice).value),
+            "result-type": str(self.query_one("#result-type", Choice).value),
             # The draft keeps scalars only: the references go as JSON.
             "references": json.dumps(
                 [[r.source, r.label, list(r.parent) if r.parent else None] for r in self.references]
@@ -383,7 +374,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         if not values:
             return
         if values.get("mode") in ("generation", "multi", "omni"):
-            self.query_one("#mode", Select).value = values["mode"]
+            self.query_one("#mode", Choice).value = values["mode"]
         if isinstance(values.get("prompt"), str):
             self.query_one("#prompt", TextArea).text = values["prompt"]
         # Set once the mode's options are in place (an Omni model is not among the generation models).
@@ -447,7 +438,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         model = self.model
         n = self._number("n", "n", int, problems)
         prompt = self.query_one("#prompt", TextArea).text
-        ratio = str(self.query_one("#aspect", Select).value)
+        ratio = str(self.query_one("#aspect", Choice).value)
         common: dict[str, Any] = {
             "model_name": model.name,
             "n": n,
@@ -456,12 +447,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
             "callback_url": self._text("callback") or None,
         }
         if self.mode == "omni":
-            series = str(self.query_one("#result-type", Select).value) == "series"
+            series = str(self.query_one("#result-type", Choice).value) == "series"
             omni = OmniRequest(
                 prompt=prompt,
                 images=[r.source for r in self.references],
                 elements=[e.strip() for e in self._text("elements").split(",") if e.strip()],
-                resolution=str(self.query_one("#resolution", Select).value),
+                resolution=str(self.query_one("#resolution", Choice).value),
                 result_type="series" if series else None,
                 series_amount=self._number("series-amount", "series_amount", int, problems) if series else None,
                 parents=parents_of(self.references),
@@ -482,10 +473,10 @@ class GenerationForm(VerticalScroll, can_focus=False):
             )
             return request, problems
         image = self._text("image") or None
-        reference = str(self.query_one("#reference", Select).value)
+        reference = str(self.query_one("#reference", Choice).value)
         reference_value = reference if reference != NO_REFERENCE and model.reference_types else None
         resolution_box = self.query_one("#resolution-box")
-        resolution = str(self.query_one("#resolution", Select).value) if resolution_box.display else None
+        resolution = str(self.query_one("#resolution", Choice).value) if resolution_box.display else None
         request = GenerationRequest(
             prompt=prompt,
             negative_prompt=self._text("negative") or None,
@@ -518,9 +509,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     # -- model awareness ---------------------------------------------------------------
     def _set_options(self, widget_id: str, options: tuple[str, ...], preferred: str | None = None) -> None:
-        select = self.query_one(f"#{widget_id}", Select)
+        select = self.query_one(f"#{widget_id}", Choice)
         current = preferred or str(select.value)
-        # Rebuilding a Select's options restyles its overlay: only when the model changed them.
+        # Only when the model changed them: a change re-announces the value.
         if self._options.get(widget_id) != options:
             self._options[widget_id] = options
             select.set_options([(o, o) for o in options])
@@ -552,7 +543,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             if multi
             else [m for m in self.caps.models_for(endpoint) if not self.caps.models[m].discontinued]
         )
-        model_select = self.query_one("#model", Select)
+        model_select = self.query_one("#model", Choice)
         current = pending.get("model") or str(model_select.value)
         if [o for o in names] != getattr(self, "_model_options", None):
             self._model_options = list(names)
@@ -598,10 +589,10 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
         references = model.reference_types and single
         self._show("#reference-box", bool(references))
-        reference = pending.get("reference") or str(self.query_one("#reference", Select).value)
+        reference = pending.get("reference") or str(self.query_one("#reference", Choice).value)
         if references:
             self._set_options("reference", (NO_REFERENCE, *model.reference_types), reference)
-            reference = str(self.query_one("#reference", Select).value)
+            reference = str(self.query_one("#reference", Choice).value)
         show_image_fidelity = bool(image) and single
         show_human = show_image_fidelity and references and reference == "subject"
         self._show("#fidelity-row", show_image_fidelity)
@@ -619,19 +610,19 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._set_options("resolution", resolutions, pending.get("resolution"))
         result_types = ("single", "series") if model.series else ("single",)
         self._set_options("result-type", result_types, pending.get("result-type"))
-        series = omni and str(self.query_one("#result-type", Select).value) == "series"
+        series = omni and str(self.query_one("#result-type", Choice).value) == "series"
         self._show("#series-box", series)
         self._show("#n-box", not series)
         self._shown_for = self._capability_inputs()
 
     def _capability_inputs(self) -> tuple[str, ...]:
         """What `refresh_capabilities` depends on: a change event that leaves these as they were
-        (the Selects announcing their composed values on start, say) needs no second pass."""
+        (the Choices announcing their composed values on start, say) needs no second pass."""
         return (
             self.mode,
-            str(self.query_one("#model", Select).value),
-            str(self.query_one("#reference", Select).value),
-            str(self.query_one("#result-type", Select).value),
+            str(self.query_one("#model", Choice).value),
+            str(self.query_one("#reference", Choice).value),
+            str(self.query_one("#result-type", Choice).value),
             self._text("image"),
         )
 
@@ -716,11 +707,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self.validate_now()
         self.post_message(self.DraftChanged(self.values()))
 
-    @on(Select.Changed)
-    def _select_changed(self, event: Select.Changed) -> None:
+    @on(Choice.Changed)
+    def _select_changed(self, event: Choice.Changed) -> None:
         if (
             self._ready
-            and event.select.id in ("mode", "model", "reference", "result-type")
+            and event.choice.id in ("mode", "model", "reference", "result-type")
             and self._capability_inputs() != self._shown_for
         ):
             self.refresh_capabilities()
@@ -765,7 +756,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
     def use_omni(self) -> None:
         """Switch to Omni mode (its references and models)."""
         if self.mode != "omni":
-            self.query_one("#mode", Select).value = "omni"
+            self.query_one("#mode", Choice).value = "omni"
             self.refresh_capabilities()
 
     def add_reference(self, reference: Reference) -> int:
