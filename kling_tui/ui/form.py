@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.suggester import Suggester
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static, TextArea
 
 from kling_tui.api.capabilities import OMNI_IMAGE, Capabilities, ModelCaps
@@ -24,6 +25,7 @@ from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniReques
 from kling_tui.api.validation import PROMPT_MAX, SERIES_MAX, SERIES_MIN, images_made
 from kling_tui.base.textsafe import plain
 from kling_tui.ui.choice import Choice
+from kling_tui.ui.deferred import Deferred
 from kling_tui.ui.references import (
     REMOVED_MARK,
     Reference,
@@ -39,6 +41,11 @@ FormRequest = GenerationRequest | MultiImageRequest | OmniRequest
 
 NO_REFERENCE = "none"
 SUBJECT_FIELDS = tuple(f"subject-{i}" for i in range(1, 5))
+# The fields inside Deferred groups (see GenerationForm.compose).
+DEFERRED_FIELDS = frozenset(
+    {*SUBJECT_FIELDS, "scene", "style", "elements", "series-amount", "result-type"}
+    | {"reference", "image-fidelity", "human-fidelity"}
+)
 # Form input id -> request field, for fields that are plain text inputs.
 TEXT_FIELDS = {
     "negative": "negative_prompt",
@@ -179,6 +186,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self.problems: list[Problem] = []
         self._ready = False
         self._shown_for: tuple[str, ...] = ()
+        self._pending_selects: dict[str, Any] = {}
+        # Values for fields not built yet (see build_deferred), by widget id; "references" too.
+        self._held: dict[str, Any] = {}
         # Models the service said are discontinued (with the day it did), and the date they are judged by.
         self.retired: dict[str, dt.date] = dict(retired or {})
         self.today = today
@@ -239,73 +249,16 @@ class GenerationForm(VerticalScroll, can_focus=False):
             with Vertical(classes="third", id="n-box"):
                 yield Label("n (1-9)", classes="field-label")
                 yield Input(value="1", id="n", type="integer", max_length=2, compact=True)
-        with Horizontal(classes="row omni-only hidden"):
-            with Vertical(classes="half"):
-                yield Label("Result", classes="field-label")
-                yield Choice([("single", "single")], value="single", id="result-type")
-            with Vertical(classes="half hidden", id="series-box"):
-                yield Label(f"Series images ({SERIES_MIN}-{SERIES_MAX})", classes="field-label")
-                yield Input(value="4", id="series-amount", type="integer", max_length=2, compact=True)
-        yield Label("Reference images (N is <<<image_N>>>)", classes="field-label omni-only hidden")
-        yield ReferenceList(id="references", classes="omni-only hidden", compact=True)
-        yield Static("a add a file or URL · t from history · d remove · K/J move", classes="hint omni-only hidden")
+        # The fields of the other modes and of reference images: built when first needed.
+        yield Deferred(self._omni_fields, id="omni-fields")
         yield Static("", id="omni-hint", classes="hint")
-        yield Label("Element ids (optional, <<<element_N>>>)", classes="field-label omni-only hidden")
-        yield Input(
-            placeholder="ids of your Kling elements, comma-separated",
-            id="elements",
-            classes="omni-only hidden",
-            compact=True,
-        )
         yield Label("Reference image", classes="field-label", id="image-label")
         yield Input(
             placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester(), compact=True
         )
         yield Static("", id="image-hint", classes="hint")
-        # Composed as the default model shows them (no image, single-image mode), so that
-        # refresh_capabilities() changes no classes at start: each change restyles a subtree.
-        default = self.caps.models[self.default_name]
-        with Horizontal(classes="row hidden", id="fidelity-row"):
-            with Vertical(classes="third" if default.reference_types else "third hidden", id="reference-box"):
-                yield Label("Reference", classes="field-label")
-                yield Choice(
-                    [(o, o) for o in self._options["reference"]],
-                    value=NO_REFERENCE,
-                    id="reference",
-                )
-            with Vertical(classes="third"):
-                yield Label("Image fidelity", classes="field-label")
-                yield Input(placeholder="0.5", id="image-fidelity", type="number", compact=True)
-            with Vertical(classes="third hidden", id="human-fidelity-box"):
-                yield Label("Human fidelity", classes="field-label")
-                yield Input(placeholder="0.45", id="human-fidelity", type="number", compact=True)
-        for i, field_id in enumerate(SUBJECT_FIELDS, start=1):
-            yield Label(
-                f"Subject image {i}" + ("" if i == 1 else " (optional)"), classes="field-label multi-only hidden"
-            )
-            yield Input(
-                placeholder="path or https:// URL",
-                id=field_id,
-                classes="multi-only hidden",
-                suggester=PathSuggester(),
-                compact=True,
-            )
-        yield Label("Scene image (optional)", classes="field-label multi-only hidden")
-        yield Input(
-            placeholder="path or https:// URL",
-            id="scene",
-            classes="multi-only hidden",
-            suggester=PathSuggester(),
-            compact=True,
-        )
-        yield Label("Style image (optional)", classes="field-label multi-only hidden")
-        yield Input(
-            placeholder="path or https:// URL",
-            id="style",
-            classes="multi-only hidden",
-            suggester=PathSuggester(),
-            compact=True,
-        )
+        yield Deferred(self._fidelity_fields, id="fidelity-fields")
+        yield Deferred(self._multi_fields, id="multi-fields")
         yield Label("External task id (optional)", classes="field-label")
         yield Input(placeholder="a fresh id is made when empty", id="external-id", compact=True)
         yield Label("Callback URL (optional)", classes="field-label")
@@ -325,9 +278,98 @@ class GenerationForm(VerticalScroll, can_focus=False):
         yield Static("", id="estimate")
         yield Button("Submit  ctrl+j", id="submit", variant="primary", compact=True)
 
+    def _omni_fields(self) -> list[Widget]:
+        return [
+            Horizontal(
+                Vertical(
+                    Label("Result", classes="field-label"),
+                    Choice([(o, o) for o in self._options["result-type"]], value="single", id="result-type"),
+                    classes="half",
+                ),
+                Vertical(
+                    Label(f"Series images ({SERIES_MIN}-{SERIES_MAX})", classes="field-label"),
+                    Input(value="4", id="series-amount", type="integer", max_length=2, compact=True),
+                    classes="half hidden",
+                    id="series-box",
+                ),
+                classes="row omni-only hidden",
+            ),
+            Label("Reference images (N is <<<image_N>>>)", classes="field-label omni-only hidden"),
+            ReferenceList(id="references", classes="omni-only hidden", compact=True),
+            Static("a add a file or URL · t from history · d remove · K/J move", classes="hint omni-only hidden"),
+            Label("Element ids (optional, <<<element_N>>>)", classes="field-label omni-only hidden"),
+            Input(
+                placeholder="ids of your Kling elements, comma-separated",
+                id="elements",
+                classes="omni-only hidden",
+                compact=True,
+            ),
+        ]
+
+    def _fidelity_fields(self) -> list[Widget]:
+        return [
+            Horizontal(
+                Vertical(
+                    Label("Reference", classes="field-label"),
+                    Choice([(o, o) for o in self._options["reference"]], value=NO_REFERENCE, id="reference"),
+                    classes="third hidden",
+                    id="reference-box",
+                ),
+                Vertical(
+                    Label("Image fidelity", classes="field-label"),
+                    Input(placeholder="0.5", id="image-fidelity", type="number", compact=True),
+                    classes="third",
+                ),
+                Vertical(
+                    Label("Human fidelity", classes="field-label"),
+                    Input(placeholder="0.45", id="human-fidelity", type="number", compact=True),
+                    classes="third hidden",
+                    id="human-fidelity-box",
+                ),
+                classes="row hidden",
+                id="fidelity-row",
+            )
+        ]
+
+    def _multi_fields(self) -> list[Widget]:
+        fields: list[Widget] = []
+        labels = [f"Subject image {i}" + ("" if i == 1 else " (optional)") for i in range(1, 5)]
+        for label, field_id in (
+            *zip(labels, SUBJECT_FIELDS),
+            ("Scene image (optional)", "scene"),
+            ("Style image (optional)", "style"),
+        ):
+            fields.append(Label(label, classes="field-label multi-only hidden"))
+            fields.append(
+                Input(
+                    placeholder="path or https:// URL",
+                    id=field_id,
+                    classes="multi-only hidden",
+                    suggester=PathSuggester(),
+                    compact=True,
+                )
+            )
+        return fields
+
+    def build_deferred(self) -> bool:
+        """Build the fields composed later (see compose) and give them the values they were
+        handed meanwhile; True if they were built by this call."""
+        if not any([group.build() for group in self.query(Deferred)]):
+            return False
+        held, self._held = self._held, {}
+        for widget in self.query(Input):
+            if widget.id in held:
+                widget.value = held[widget.id]
+        self.query_one(ReferenceList).show(held.get("references", []))
+        self._pending_selects.update({k: held[k] for k in ("reference", "result-type") if k in held})
+        return True
+
+    def _after_first_frame(self) -> None:
+        if self.build_deferred():
+            self.refresh_capabilities()
+
     def on_mount(self) -> None:
         self.border_title = "New task"
-        self.query_one(ReferenceList).show([])
         draft = dict(self._draft)
         if draft.get("model") in self.retired:
             draft.pop("model")  # the service said it is gone: start on the preferred model instead
@@ -335,6 +377,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._ready = True
         self.refresh_capabilities()
         self.validate_now()
+        self.call_after_refresh(self._after_first_frame)
 
     # -- values ------------------------------------------------------------------------
     @property
@@ -347,7 +390,14 @@ class GenerationForm(VerticalScroll, can_focus=False):
         return self.caps.get(name) or self.caps.models[self.default_name]
 
     def _text(self, widget_id: str) -> str:
-        return self.query_one(f"#{widget_id}", Input).value.strip()
+        found = self.query(f"#{widget_id}").results(Input)
+        widget = next(found, None)
+        return (widget.value if widget is not None else str(self._held.get(widget_id, ""))).strip()
+
+    def _choice(self, widget_id: str, default: str) -> str:
+        """A Choice's value; one not built yet has its held value, else `default`."""
+        widget = next(self.query(f"#{widget_id}").results(Choice), None)
+        return str(widget.value) if widget is not None else str(self._held.get(widget_id, default))
 
     def values(self) -> dict[str, Any]:
         """Every widget's raw value (the draft kept across restarts)."""
@@ -355,15 +405,16 @@ class GenerationForm(VerticalScroll, can_focus=False):
             "mode": self.mode,
             "model": str(self.query_one("#model", Choice).value),
             "prompt": self.query_one("#prompt", TextArea).text,
-            "reference": str(self.query_one("#reference", Choice).value),
+            "reference": self._choice("reference", NO_REFERENCE),
             "aspect": str(self.query_one("#aspect", Choice).value),
             "resolution": str(self.query_one("#resolution", Choice).value),
-            "result-type": str(self.query_one("#result-type", Choice).value),
+            "result-type": self._choice("result-type", "single"),
             # The draft keeps scalars only: the references go as JSON.
             "references": json.dumps(
                 [[r.source, r.label, list(r.parent) if r.parent else None] for r in self.references]
             ),
         }
+        values.update({k: v for k, v in self._held.items() if k != "references"})
         for widget in self.query(Input):
             if widget.id:
                 values[widget.id] = widget.value
@@ -381,9 +432,13 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._pending_selects = {
             k: values[k] for k in ("model", "reference", "aspect", "resolution", "result-type") if k in values
         }
+        built = False
         for widget in self.query(Input):
             if widget.id in values and isinstance(values[widget.id], str):
                 widget.value = values[widget.id]
+            built = built or widget.id == "elements"
+        if not built:
+            self._held.update({k: v for k, v in values.items() if k in DEFERRED_FIELDS and isinstance(v, str)})
         if isinstance(values.get("references"), str):
             self.set_references(_references_from_json(values["references"]))
         elif isinstance(values.get("references"), list):
@@ -447,7 +502,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             "callback_url": self._text("callback") or None,
         }
         if self.mode == "omni":
-            series = str(self.query_one("#result-type", Choice).value) == "series"
+            series = self._choice("result-type", "single") == "series"
             omni = OmniRequest(
                 prompt=prompt,
                 images=[r.source for r in self.references],
@@ -473,7 +528,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
             )
             return request, problems
         image = self._text("image") or None
-        reference = str(self.query_one("#reference", Choice).value)
+        reference = self._choice("reference", NO_REFERENCE)
         reference_value = reference if reference != NO_REFERENCE and model.reference_types else None
         resolution_box = self.query_one("#resolution-box")
         resolution = str(self.query_one("#resolution", Choice).value) if resolution_box.display else None
@@ -509,7 +564,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     # -- model awareness ---------------------------------------------------------------
     def _set_options(self, widget_id: str, options: tuple[str, ...], preferred: str | None = None) -> None:
-        select = self.query_one(f"#{widget_id}", Choice)
+        select = next(self.query(f"#{widget_id}").results(Choice), None)
+        if select is None:  # not built yet: it is composed with these options
+            self._options[widget_id] = options
+            if preferred in options:
+                self._held[widget_id] = preferred
+            return
         current = preferred or str(select.value)
         # Only when the model changed them: a change re-announces the value.
         if self._options.get(widget_id) != options:
@@ -530,10 +590,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     def refresh_capabilities(self) -> None:
         """Show, hide and explain fields by what the chosen mode and model can do."""
-        pending = getattr(self, "_pending_selects", {})
-        self._pending_selects = {}
         multi = self.mode == "multi"
         omni = self.mode == "omni"
+        if multi or omni or self._text("image"):
+            self.build_deferred()  # first: it hands over the values held for its Choices
+        pending, self._pending_selects = self._pending_selects, {}
         if omni and getattr(self, "_last_mode", "omni") != "omni":
             pending.setdefault("aspect", "auto")  # Omni's default: the model follows the inputs
         self._last_mode = self.mode
@@ -589,10 +650,10 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
         references = model.reference_types and single
         self._show("#reference-box", bool(references))
-        reference = pending.get("reference") or str(self.query_one("#reference", Choice).value)
+        reference = pending.get("reference") or self._choice("reference", NO_REFERENCE)
         if references:
             self._set_options("reference", (NO_REFERENCE, *model.reference_types), reference)
-            reference = str(self.query_one("#reference", Choice).value)
+            reference = self._choice("reference", NO_REFERENCE)
         show_image_fidelity = bool(image) and single
         show_human = show_image_fidelity and references and reference == "subject"
         self._show("#fidelity-row", show_image_fidelity)
@@ -610,7 +671,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._set_options("resolution", resolutions, pending.get("resolution"))
         result_types = ("single", "series") if model.series else ("single",)
         self._set_options("result-type", result_types, pending.get("result-type"))
-        series = omni and str(self.query_one("#result-type", Choice).value) == "series"
+        series = omni and self._choice("result-type", "single") == "series"
         self._show("#series-box", series)
         self._show("#n-box", not series)
         self._shown_for = self._capability_inputs()
@@ -621,8 +682,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
         return (
             self.mode,
             str(self.query_one("#model", Choice).value),
-            str(self.query_one("#reference", Choice).value),
-            str(self.query_one("#result-type", Choice).value),
+            self._choice("reference", NO_REFERENCE),
+            self._choice("result-type", "single"),
             self._text("image"),
         )
 
@@ -650,7 +711,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
                 bad_widgets.add(SUBJECT_FIELDS[min(index, 3)])
         for widget in self.query(Input):
             widget.set_class(widget.id in bad_widgets, "-invalid")
-        self.query_one(ReferenceList).set_class("references" in bad_widgets, "-invalid")
+        for listed in self.query(ReferenceList):
+            listed.set_class("references" in bad_widgets, "-invalid")
         # Allowed but probably not meant (an image the prompt never names): a hint, not a problem.
         warnings = request.warnings() if isinstance(request, OmniRequest) and not problems else []
         self._hint("omni-hint", "\n".join(warnings))
@@ -747,10 +809,15 @@ class GenerationForm(VerticalScroll, can_focus=False):
     # -- Omni references ---------------------------------------------------------------
     @property
     def references(self) -> list[Reference]:
-        return list(self.query_one(ReferenceList).references)
+        listed = next(self.query(ReferenceList).results(), None)
+        return list(listed.references if listed is not None else self._held.get("references", []))
 
     def set_references(self, references: list[Reference], highlight: int | None = None) -> None:
-        self.query_one(ReferenceList).show(references, highlight)
+        listed = next(self.query(ReferenceList).results(), None)
+        if listed is None:
+            self._held["references"] = list(references)
+        else:
+            listed.show(references, highlight)
         self.schedule_validation()
 
     def use_omni(self) -> None:
