@@ -7,11 +7,12 @@ from PIL import Image
 from textual.widgets import Input, TextArea
 
 from kling_tui.config import load_settings
+from kling_tui.history.draft import load_draft
 from kling_tui.ui.app import make_app
 from kling_tui.ui.choice import Choice
 from kling_tui.ui.expand_dialog import ExpandDialog
 from kling_tui.ui.pickers import TaskImagePick
-from kling_tui.ui.references import ReferenceCompletion, ReferenceInputDialog, ReferenceList
+from kling_tui.ui.references import Reference, ReferenceCompletion, ReferenceInputDialog, ReferenceList
 from tests.tui_helpers import cell_text, sandbox_history, wait_for
 
 
@@ -298,6 +299,27 @@ async def test_an_omni_draft_comes_back_after_a_restart(sandbox, tmp_path):
         assert again.query_one("#model", Choice).value == "kling-v3-omni"
         assert [r.source for r in again.form.references] == [cat]
         assert again.query_one("#prompt", TextArea).text == "<<<image_1>>> as a mosaic"
+
+
+async def test_fields_of_other_modes_keep_their_values_across_a_restart(sandbox, tmp_path):
+    # Those fields are built after the first frame: the values the draft has for them wait until then.
+    app = app_for(sandbox)
+    cat = png(tmp_path / "cat.png")
+    async with app.run_test(size=(140, 48)) as pilot:
+        app.query_one("#mode", Choice).value = "multi"
+        await wait_for(pilot, lambda: app.form.deferred_ready and app.query_one("#subject-1").display)
+        app.query_one("#subject-1", Input).value = cat
+        app.form.set_references([Reference.of(cat)])
+        app.query_one("#mode", Choice).value = "generation"
+        await wait_for(pilot, lambda: load_draft().get("subject-1") == cat and load_draft().get("mode") == "generation")
+    again = app_for(sandbox)
+    async with again.run_test(size=(140, 48)) as pilot:
+        await pilot.pause()
+        assert again.form.mode == "generation"
+        assert [r.source for r in again.form.references] == [cat]
+        again.query_one("#mode", Choice).value = "multi"
+        await wait_for(pilot, lambda: again.form.deferred_ready and again.query_one("#subject-1").display)
+        assert again.query_one("#subject-1", Input).value == cat
 
 
 async def test_e_on_an_omni_task_or_an_expansion_brings_back_its_inputs(sandbox):

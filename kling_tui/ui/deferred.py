@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from textual.containers import Vertical
-from textual.widget import Widget
+from textual.widget import AwaitMount, Widget
 
 
 class Deferred(Vertical):
@@ -19,10 +19,7 @@ class Deferred(Vertical):
         self._make = make
         self.built = False
 
-    def build(self) -> bool:
-        """Mount the widgets (queries find them at once); True if this call built them."""
-        if self.built:
-            return False
+    def build(self) -> AwaitMount:
+        """Mount the widgets (once); await the result for them to be ready."""
         self.built = True
-        self.mount_all(self._make())
-        return True
+        return self.mount_all(self._make())

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.text import Text
 from textual import events, on
@@ -38,12 +38,13 @@ from kling_tui.ui.references import (
 )
 
 FormRequest = GenerationRequest | MultiImageRequest | OmniRequest
+W = TypeVar("W", bound=Widget)
 
 NO_REFERENCE = "none"
 SUBJECT_FIELDS = tuple(f"subject-{i}" for i in range(1, 5))
 # The fields inside Deferred groups (see GenerationForm.compose).
 DEFERRED_FIELDS = frozenset(
-    {*SUBJECT_FIELDS, "scene", "style", "elements", "series-amount", "result-type"}
+    {*SUBJECT_FIELDS, "scene", "style", "elements", "series-amount", "result-type", "references"}
     | {"reference", "image-fidelity", "human-fidelity"}
 )
 # Form input id -> request field, for fields that are plain text inputs.
@@ -189,6 +190,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._pending_selects: dict[str, Any] = {}
         # Values for fields not built yet (see build_deferred), by widget id; "references" too.
         self._held: dict[str, Any] = {}
+        self.deferred_ready = False
         # Models the service said are discontinued (with the day it did), and the date they are judged by.
         self.retired: dict[str, dt.date] = dict(retired or {})
         self.today = today
@@ -351,22 +353,36 @@ class GenerationForm(VerticalScroll, can_focus=False):
             )
         return fields
 
-    def build_deferred(self) -> bool:
-        """Build the fields composed later (see compose) and give them the values they were
-        handed meanwhile; True if they were built by this call."""
-        if not any([group.build() for group in self.query(Deferred)]):
-            return False
+    def build_deferred(self) -> None:
+        """Start building the fields composed later (see compose). Until they are mounted,
+        the values handed to them are held (`_held`) and read from there."""
+        mounting = [group.build() for group in self.query(Deferred) if not group.built]
+        if not mounting:
+            return
+
+        async def mounted() -> None:
+            for waiting in mounting:
+                await waiting
+            self._fields_mounted()
+
+        self.run_worker(mounted(), group="deferred-fields")
+
+    def _fields_mounted(self) -> None:
         held, self._held = self._held, {}
+        self.deferred_ready = True
         for widget in self.query(Input):
             if widget.id in held:
                 widget.value = held[widget.id]
         self.query_one(ReferenceList).show(held.get("references", []))
         self._pending_selects.update({k: held[k] for k in ("reference", "result-type") if k in held})
-        return True
+        self.refresh_capabilities()
+        self.validate_now()
 
-    def _after_first_frame(self) -> None:
-        if self.build_deferred():
-            self.refresh_capabilities()
+    def _field(self, widget_id: str, kind: type[W]) -> W | None:
+        """The widget, or None while it is one of the deferred fields not mounted yet."""
+        if widget_id in DEFERRED_FIELDS and not self.deferred_ready:
+            return None
+        return next(self.query(f"#{widget_id}").results(kind), None)
 
     def on_mount(self) -> None:
         self.border_title = "New task"
@@ -377,7 +393,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._ready = True
         self.refresh_capabilities()
         self.validate_now()
-        self.call_after_refresh(self._after_first_frame)
+        self.call_after_refresh(self.build_deferred)
 
     # -- values ------------------------------------------------------------------------
     @property
@@ -390,13 +406,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
         return self.caps.get(name) or self.caps.models[self.default_name]
 
     def _text(self, widget_id: str) -> str:
-        found = self.query(f"#{widget_id}").results(Input)
-        widget = next(found, None)
+        widget = self._field(widget_id, Input)
         return (widget.value if widget is not None else str(self._held.get(widget_id, ""))).strip()
 
     def _choice(self, widget_id: str, default: str) -> str:
         """A Choice's value; one not built yet has its held value, else `default`."""
-        widget = next(self.query(f"#{widget_id}").results(Choice), None)
+        widget = self._field(widget_id, Choice)
         return str(widget.value) if widget is not None else str(self._held.get(widget_id, default))
 
     def values(self) -> dict[str, Any]:
@@ -416,7 +431,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         }
         values.update({k: v for k, v in self._held.items() if k != "references"})
         for widget in self.query(Input):
-            if widget.id:
+            if widget.id and self._field(widget.id, Input) is widget:
                 values[widget.id] = widget.value
         return values
 
@@ -432,13 +447,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._pending_selects = {
             k: values[k] for k in ("model", "reference", "aspect", "resolution", "result-type") if k in values
         }
-        built = False
         for widget in self.query(Input):
             if widget.id in values and isinstance(values[widget.id], str):
                 widget.value = values[widget.id]
-            built = built or widget.id == "elements"
-        if not built:
-            self._held.update({k: v for k, v in values.items() if k in DEFERRED_FIELDS and isinstance(v, str)})
+        if not self.deferred_ready:
+            fields = DEFERRED_FIELDS - {"references"}  # set just below
+            self._held.update({k: v for k, v in values.items() if k in fields and isinstance(v, str)})
         if isinstance(values.get("references"), str):
             self.set_references(_references_from_json(values["references"]))
         elif isinstance(values.get("references"), list):
@@ -564,7 +578,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     # -- model awareness ---------------------------------------------------------------
     def _set_options(self, widget_id: str, options: tuple[str, ...], preferred: str | None = None) -> None:
-        select = next(self.query(f"#{widget_id}").results(Choice), None)
+        select = self._field(widget_id, Choice)
         if select is None:  # not built yet: it is composed with these options
             self._options[widget_id] = options
             if preferred in options:
@@ -809,11 +823,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
     # -- Omni references ---------------------------------------------------------------
     @property
     def references(self) -> list[Reference]:
-        listed = next(self.query(ReferenceList).results(), None)
+        listed = self._field("references", ReferenceList)
         return list(listed.references if listed is not None else self._held.get("references", []))
 
     def set_references(self, references: list[Reference], highlight: int | None = None) -> None:
-        listed = next(self.query(ReferenceList).results(), None)
+        listed = self._field("references", ReferenceList)
         if listed is None:
             self._held["references"] = list(references)
         else:
