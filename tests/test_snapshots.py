@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from pytest_textual_snapshot import SVGImageExtension
 
 from benchmarks.fixtures import populate
 from kling_tui.config import load_settings
@@ -67,6 +68,28 @@ def test_main_screen_with_history(snap_compare, sandbox, history):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 36), run_before=ready)
+
+
+async def test_the_first_frame_is_the_whole_app(snapshot, sandbox, history):
+    """What start-up measures: the first frame painted is already the form, the table with the
+    history and the preview pane (the fields built later are hidden ones; the footer's keys and
+    the header's connection follow within milliseconds)."""
+    app = build(sandbox)
+    first: list[str] = []
+    display = app._display
+
+    def painted(screen, renderable) -> None:
+        display(screen, renderable)
+        if renderable is not None and not first:
+            first.append(app.export_screenshot(title="kling-tui"))
+
+    app._display = painted
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: bool(first), what="the first frame")
+    svg = first[0]
+    for visible in ("New task", "Prompt", "Model", "Also on models", "Tasks (12)", "a lighthouse o", "Preview"):
+        assert visible.replace(" ", "&#160;") in svg or visible in svg, visible
+    assert svg == snapshot(extension_class=SVGImageExtension)
 
 
 def test_main_screen_small_terminal(snap_compare, sandbox, history):
