@@ -128,6 +128,20 @@ def test_help_screen(snap_compare, sandbox, fixed_zone):
     assert snap_compare(app, terminal_size=(120, 36), run_before=ready)
 
 
+def test_a_choice_lists_its_options_over_the_form(snap_compare, sandbox, fixed_zone):
+    from kling_tui.ui.choice import Choice, ChoiceMenu
+
+    app = build(sandbox)
+
+    async def open_models(pilot):
+        app.query_one("#model", Choice).focus()
+        await pilot.press("enter", "down")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceMenu))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=open_models)
+
+
 def test_setup_screen_on_first_run(snap_compare, fixed_zone):
     app = build(None)
     assert snap_compare(app, terminal_size=(120, 36))

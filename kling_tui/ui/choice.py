@@ -13,6 +13,7 @@ from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Vertical
 from textual.geometry import Region
 from textual.message import Message
 from textual.reactive import var
@@ -120,15 +121,18 @@ class ChoiceMenu(ModalScreen[str | None]):
 
     DEFAULT_CSS = """
     ChoiceMenu {
-        background: transparent;
-        & > OptionList {
-            position: absolute;
+        & > #choice-menu {
             height: auto;
             max-height: 12;
             border: tall $border;
             background: $surface;
-            padding: 0;
-            & > .option-list--option { padding: 0 1; }
+            & > OptionList {
+                height: auto;
+                max-height: 10;
+                border: none;
+                padding: 0;
+                & > .option-list--option { padding: 0 1; }
+            }
         }
     }
     """
@@ -141,7 +145,8 @@ class ChoiceMenu(ModalScreen[str | None]):
         self._anchor = anchor
 
     def compose(self) -> ComposeResult:
-        yield OptionList(*(Text(label) for label, _ in self._options))
+        with Vertical(id="choice-menu"):
+            yield OptionList(*(Text(label) for label, _ in self._options))
 
     def on_mount(self) -> None:
         menu = self.query_one(OptionList)
@@ -150,8 +155,9 @@ class ChoiceMenu(ModalScreen[str | None]):
         height = min(len(self._options), MENU_MAX_HEIGHT - 2) + 2  # the border's rows
         below = self._anchor.bottom
         top = below if below + height <= self.size.height else max(0, self._anchor.y - height)
-        menu.styles.offset = (self._anchor.x, top)
-        menu.styles.width = max(self._anchor.width, 12)
+        box = self.query_one("#choice-menu")
+        box.styles.offset = (self._anchor.x, top)
+        box.styles.width = max(self._anchor.width, 12)
         menu.focus()
 
     @on(OptionList.OptionSelected)
