@@ -363,7 +363,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
         async def mounted() -> None:
             for waiting in mounting:
                 await waiting
-            self._fields_mounted()
+            if self.query(ReferenceList):  # else the app closed first: nothing was mounted
+                self._fields_mounted()
 
         self.run_worker(mounted(), group="deferred-fields")
 
