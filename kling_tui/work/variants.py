@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from kling_tui.api.capabilities import Capabilities
+from kling_tui.api.errors import Problem
 from kling_tui.api.prices import Price, price
-from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
+from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest, TemplateUse
 from kling_tui.api.types import Request as AnyRequest
+from kling_tui.work import templates
 
 # The requests a form fans out (an expansion has no model or ratio to vary).
 Request = GenerationRequest | MultiImageRequest | OmniRequest
@@ -20,22 +22,38 @@ def prompt_lines(prompt: str) -> list[str]:
     return [line.strip() for line in prompt.splitlines() if line.strip()]
 
 
+Variables = Mapping[str, Sequence[str]]
+
+
 def expand(
     request: Request,
     *,
     split_lines: bool = False,
     models: list[str] | None = None,
     ratios: list[str] | None = None,
+    variables: Variables | None = None,
+    zipped: bool = False,
 ) -> list[Request]:
-    """Every combination, each a separate request; the first is the request itself."""
-    prompts = prompt_lines(request.prompt or "") if split_lines else []
-    prompts = prompts or [request.prompt or ""]
+    """Every combination, each a separate request: prompt lines, each line's template fillings,
+    models, ratios. A template is filled only when `fan_out_problems` finds nothing wrong."""
+    lines = _lines(request, split_lines)
+    fill = not fan_out_problems(
+        request, split_lines=split_lines, models=models, ratios=ratios, variables=variables, zipped=zipped
+    )
+    prompts: list[tuple[str, TemplateUse | None]] = []
+    for line in lines:
+        template, _ = templates.parse(line)
+        if fill and template.is_template:
+            for filling in templates.fill(template, variables or {}, zipped=zipped):
+                prompts.append((filling.prompt, TemplateUse(line, filling.values)))
+        else:
+            prompts.append((templates.plain_prompt(line) if fill else line, None))
     model_list = _unique([request.model_name, *(models or [])])
     ratio_list = _unique([request.aspect_ratio, *(ratios or [])])
+    # A custom external_task_id can name one task only.
+    fan = len(prompts) * len(model_list) * len(ratio_list) > 1
     out: list[Request] = []
-    for prompt, model, ratio in itertools.product(prompts, model_list, ratio_list):
-        # A custom external_task_id can name one task only.
-        fan = len(prompts) * len(model_list) * len(ratio_list) > 1
+    for (prompt, use), model, ratio in itertools.product(prompts, model_list, ratio_list):
         out.append(
             dataclasses.replace(
                 request,
@@ -43,9 +61,45 @@ def expand(
                 model_name=model,
                 aspect_ratio=ratio,
                 external_task_id=None if fan else request.external_task_id,
+                template=use,
             )
         )
     return out
+
+
+def _lines(request: Request, split_lines: bool) -> list[str]:
+    lines = prompt_lines(request.prompt or "") if split_lines else []
+    return lines or [request.prompt or ""]
+
+
+def fan_out_problems(
+    request: Request,
+    *,
+    split_lines: bool = False,
+    models: list[str] | None = None,
+    ratios: list[str] | None = None,
+    variables: Variables | None = None,
+    zipped: bool = False,
+) -> list[Problem]:
+    """What keeps the form's templates from being filled, or the fan-out from being sent: a
+    brace out of place, a variable with no values, too many tasks. Counted, never expanded."""
+    variables = variables or {}
+    parsed = [templates.parse(line) for line in _lines(request, split_lines)]
+    found = [p for _, problems in parsed for p in problems]
+    if found:
+        return found[:1]
+    used = {name for template, _ in parsed for name in template.variables}
+    unused = [name for name in variables if name not in used]
+    for template, _ in parsed:
+        found += [p for p in templates.problems(template, variables, zipped=zipped) if p not in found]
+    found += templates.unused(unused)
+    if found:
+        return found
+    per_prompt = len(_unique([request.model_name, *(models or [])])) * len(
+        _unique([request.aspect_ratio, *(ratios or [])])
+    )
+    total = sum(templates.count(t, variables, zipped=zipped) for t, _ in parsed) * per_prompt
+    return [templates.too_many(total)] if total > templates.MAX_TASKS else []
 
 
 def _unique(values: list[str | None]) -> list[str | None]:
