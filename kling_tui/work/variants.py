@@ -12,6 +12,7 @@ from kling_tui.api.errors import Problem
 from kling_tui.api.prices import Price, price
 from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest, TemplateUse
 from kling_tui.api.types import Request as AnyRequest
+from kling_tui.api.validation import check_prompt
 from kling_tui.work import templates
 
 # The requests a form fans out (an expansion has no model or ratio to vary).
@@ -100,6 +101,31 @@ def fan_out_problems(
     )
     total = sum(templates.count(t, variables, zipped=zipped) for t, _ in parsed) * per_prompt
     return [templates.too_many(total)] if total > templates.MAX_TASKS else []
+
+
+def check_fan_out(requests: Sequence[Request], caps: Capabilities) -> list[tuple[int, Problem]]:
+    """(1-based number, problem) for every rule the requests break. Those that differ only in
+    their prompt (a template's fillings) are checked in full once, local images read once;
+    each further prompt is checked on its own."""
+    found: list[tuple[int, Problem]] = []
+    checked: set[str] = set()
+    for number, request in enumerate(requests, start=1):
+        params = request.params()
+        key = repr(sorted((k, v) for k, v in params.items() if k != "prompt"))
+        if key in checked:
+            inputs = (len(params.get("images", [])), len(params.get("elements", [])))
+            problems = check_prompt(request.kind, request.prompt, *inputs)
+        else:
+            checked.add(key)
+            problems = request.problems(caps)
+        found += [(number, p) for p in problems]
+    return found
+
+
+def variant_label(number: int, request: Request) -> str:
+    """How a problem names the variant it is in: number, model, ratio and template values."""
+    values = f", {templates.describe_values(request.template.values)}" if request.template else ""
+    return f"variant {number} ({request.model_name}, {request.aspect_ratio}{values})"
 
 
 def _unique(values: list[str | None]) -> list[str | None]:
