@@ -166,6 +166,19 @@ def _near(body: str, index: int) -> str:
     return f"at “{snippet}{'…' if len(body) > index + 12 else ''}”"
 
 
+_LOOSE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
+
+
+def variables_in(body: str) -> tuple[list[str], int]:
+    """The variable names of `body` and its number of slots; while a brace is still being typed
+    (a syntax problem), the `{{name}}` found anyway, so that rows do not come and go."""
+    template, found = parse(body)
+    if found:
+        names = list(dict.fromkeys(_LOOSE_VARIABLE.findall(body)))
+        return names, len(names)
+    return template.variables, len(template.slots)
+
+
 def split_values(text: str) -> list[str]:
     """Comma-separated values, each trimmed, empty ones dropped; `\\,` is a comma inside a value."""
     values: list[str] = []

@@ -1,0 +1,127 @@
+"""Prompt templates in the app: the values table, the count, submitting, the grid's labels and
+saved templates, driven by keys against the sandbox."""
+
+from __future__ import annotations
+
+from textual.widgets import Checkbox, Input, Static, TextArea
+
+from kling_tui.config import load_settings
+from kling_tui.ui.app import make_app
+from kling_tui.ui.dialogs import ConfirmDialog
+from kling_tui.ui.grid import GridScreen
+from tests.tui_helpers import sandbox_history, wait_for
+
+
+def app_for(sandbox, **kwargs):
+    kwargs.setdefault("image_protocol", "halfcell")
+    kwargs.setdefault("poll_interval", 0.05)
+    return make_app(load_settings(), sandbox=sandbox, **kwargs)
+
+
+def text_of(app, selector: str) -> str:
+    return str(app.query_one(selector, Static).render())
+
+
+async def type_prompt(app, pilot, text: str) -> None:
+    app.form.focus_prompt()
+    prompt = app.query_one("#prompt", TextArea)
+    prompt.text = ""
+    for ch in text:
+        await pilot.press("space" if ch == " " else ch)
+
+
+async def test_a_plain_prompt_never_mounts_the_values_table(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await type_prompt(app, pilot, "a red fox")
+        await wait_for(pilot, lambda: "1 image" in text_of(app, "#estimate"))
+        assert not app.query("#template-values")
+
+
+async def test_values_table_count_submit_and_grid_labels(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.query_one("#prompt", TextArea).text = "a {red|blue} {{animal}}"
+        await wait_for(pilot, lambda: app.query("#var-animal"), what="the animal row")
+        await wait_for(
+            pilot, lambda: "{{animal}}: is used in the prompt but has no values" in text_of(app, "#problems")
+        )
+        assert app.query_one("#var-animal", Input).has_class("-invalid")
+
+        app.query_one("#var-animal", Input).focus()
+        for key in "fox,owl,cat":
+            await pilot.press("comma" if key == "," else key)
+        await wait_for(pilot, lambda: text_of(app, "#problems") == "", what="no problems")
+        await wait_for(pilot, lambda: text_of(app, "#estimate").startswith("6 tasks · 6 images · estimate ≈"))
+
+        await pilot.press("ctrl+j")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert "Submit 6 tasks" in app.screen.question
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.table.row_count == 6, what="six rows")
+        store = sandbox_history()
+        records = [r for r in (store.get(row.local_id) for row in store.recent(10)) if r is not None]
+        assert sorted(r.prompt for r in records) == sorted(
+            f"a {c} {a}" for c in ("red", "blue") for a in ("fox", "owl", "cat")
+        )
+        assert {r.template for r in records} == {"a {red|blue} {{animal}}"}
+        assert len({r.group for r in records}) == 1
+        await wait_for(pilot, lambda: all(r and r.image_paths for r in map(store.get, (x.local_id for x in records))))
+        store.close()
+
+        app.table.focus()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, GridScreen))
+        labels = sorted(item.label for item in app.screen.items)
+        assert labels == sorted(f"{c} · {a}" for c in ("red", "blue") for a in ("fox", "owl", "cat"))
+
+
+async def test_zip_toggle_pairs_and_a_mismatch_is_a_problem_the_form_survives(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.query_one("#prompt", TextArea).text = "{{a}} at {{b}}"
+        await wait_for(pilot, lambda: app.query("#var-b"))
+        app.query_one("#var-a", Input).value = "fox, owl"
+        app.query_one("#var-b", Input).value = "dawn, dusk, noon"
+        await wait_for(pilot, lambda: text_of(app, "#estimate").startswith("6 tasks"))
+        app.query_one("#template-zip", Checkbox).value = True
+        await wait_for(
+            pilot,
+            lambda: (
+                "zipped slots need the same number of values ({{a}} has 2, {{b}} has 3)" in text_of(app, "#problems")
+            ),
+        )
+        await pilot.press("ctrl+j")
+        await wait_for(pilot, lambda: any("zipped slots" in n.message for n in app._notifications))
+        assert not isinstance(app.screen, ConfirmDialog)
+        assert app.table.row_count == 0
+        assert app.query_one("#prompt", TextArea).text == "{{a}} at {{b}}"  # nothing lost
+        app.query_one("#var-b", Input).value = "dawn, dusk"
+        await wait_for(pilot, lambda: text_of(app, "#estimate").startswith("2 tasks"))
+
+
+async def test_more_than_the_cap_is_refused_with_the_count(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.query_one("#prompt", TextArea).text = "{{a}} {{b}}"
+        await wait_for(pilot, lambda: app.query("#var-b"))
+        app.query_one("#var-a", Input).value = ",".join(str(i) for i in range(30))
+        app.query_one("#var-b", Input).value = ",".join(str(i) for i in range(30))
+        await wait_for(
+            pilot, lambda: "makes 900 tasks, more than the 500 one submit may send" in text_of(app, "#problems")
+        )
+
+
+async def test_values_follow_the_prompt_and_come_back_with_their_variable(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        prompt = app.query_one("#prompt", TextArea)
+        prompt.text = "a {{animal}}"
+        await wait_for(pilot, lambda: app.query("#var-animal"))
+        app.query_one("#var-animal", Input).value = "fox, owl"
+        prompt.text = "a plain fox"
+        await wait_for(pilot, lambda: not app.query_one("#template-values").display)
+        assert text_of(app, "#estimate").startswith("1 image")
+        prompt.text = "a {{animal}} again"
+        await wait_for(pilot, lambda: app.query("#var-animal") and app.query_one("#template-values").display)
+        assert app.query_one("#var-animal", Input).value == "fox, owl"
