@@ -125,3 +125,65 @@ async def test_values_follow_the_prompt_and_come_back_with_their_variable(sandbo
         prompt.text = "a {{animal}} again"
         await wait_for(pilot, lambda: app.query("#var-animal") and app.query_one("#template-values").display)
         assert app.query_one("#var-animal", Input).value == "fox, owl"
+
+
+async def test_save_a_template_then_recall_it_with_a_fuzzy_search(sandbox):
+    from kling_tui.ui.dialogs import TextDialog
+    from kling_tui.ui.pickers import TemplatePick
+    from kling_tui.work.saved_templates import SavedTemplate, load_templates, save_template
+
+    save_template(SavedTemplate("landscapes", "a {misty|sunny} valley"))
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        prompt = app.query_one("#prompt", TextArea)
+        prompt.text = "a {red|blue} {{animal}} at {{time}}"
+        await wait_for(pilot, lambda: app.query("#var-time"))
+        app.query_one("#var-animal", Input).value = "fox, owl"
+        app.query_one("#var-time", Input).value = "dawn, dusk"
+        app.query_one("#template-zip", Checkbox).value = True
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextDialog))
+        for key in "animals":
+            await pilot.press(key)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, TextDialog))
+        templates, _ = load_templates()
+        assert [t.name for t in templates] == ["animals", "landscapes"]
+        assert templates[0] == SavedTemplate(
+            "animals", "a {red|blue} {{animal}} at {{time}}", {"animal": ["fox", "owl"], "time": ["dawn", "dusk"]}, True
+        )
+
+        prompt.text = "something else"
+        await wait_for(pilot, lambda: not app.query_one("#template-values").display)
+        app.query_one("#template-zip", Checkbox).value = False
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TemplatePick))
+        for key in "nmls":  # n…m…l…s: in "animals" only
+            await pilot.press(key)
+        await wait_for(pilot, lambda: len(app.screen._found) == 1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, TemplatePick))
+        assert prompt.text == "a {red|blue} {{animal}} at {{time}}"
+        await wait_for(
+            pilot, lambda: app.query("#var-time") and app.query_one("#var-time", Input).value == "dawn, dusk"
+        )
+        assert app.query_one("#var-animal", Input).value == "fox, owl"
+        assert app.query_one("#template-zip", Checkbox).value is True
+        await wait_for(
+            pilot, lambda: text_of(app, "#estimate").startswith("2 tasks")
+        )  # red fox at dawn, blue owl at dusk
+
+
+async def test_a_template_name_that_breaks_a_rule_is_refused_and_nothing_is_lost(sandbox):
+    from kling_tui.ui.dialogs import TextDialog
+    from kling_tui.work.saved_templates import load_templates
+
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.query_one("#prompt", TextArea).text = "a {red|blue} fox"
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextDialog))
+        await pilot.press("space", "enter")
+        await wait_for(pilot, lambda: any("template name: must not be empty" in n.message for n in app._notifications))
+        assert load_templates() == ([], [])
+        assert app.query_one("#prompt", TextArea).text == "a {red|blue} fox"

@@ -78,6 +78,8 @@ class KlingApp(App[None]):
         Binding("f1,question_mark", "help", "Help", id="app.help"),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
         Binding("slash", "filter", "Filter", id="app.filter"),
+        Binding("ctrl+t", "templates", "Templates", id="app.templates"),
+        Binding("ctrl+b", "save_template", "Save prompt as template", show=False, id="app.save_template"),
         Binding("s", "cycle_status", "Status filter", show=False, id="app.status_filter"),
         Binding("o", "open_image", "Open", show=False, id="app.open_image"),
         Binding("y", "copy_url", "Copy URL", show=False, id="app.copy_url"),
@@ -791,6 +793,7 @@ class KlingApp(App[None]):
                     ("tab / shift+tab", "Next / previous field"),
                     ("up / down in the prompt", "Past prompts, like a shell"),
                     ("ctrl+r in the prompt", "Search past prompts"),
+                    ("{a|b} / {{name}} in the prompt", "A template: one task per alternative / value"),
                     ("@ in the prompt", "Omni: insert a reference as <<<image_N>>>"),
                     ("a / t on the references", "Add a file or URL / an image from history"),
                     ("d / K / J on the references", "Remove (renumbers the prompt) / move up / down"),
@@ -1194,6 +1197,62 @@ class KlingApp(App[None]):
                 self.form.set_prompt(prompt)
 
         self.push_screen(PromptSearch(prompts), chosen)
+
+    # -- saved templates ----------------------------------------------------------------
+    def action_templates(self) -> None:
+        from kling_tui.ui.pickers import TemplatePick
+        from kling_tui.work.saved_templates import load_templates
+
+        templates, warnings = load_templates()
+        for warning in warnings:
+            self.notify(warning, severity="warning", markup=False)
+        if not templates:
+            self.notify("No saved templates yet: ctrl+b saves the form's prompt as one.", severity="warning")
+            return
+
+        def chosen(template: Any) -> None:
+            if template is not None:
+                self._template_name = template.name
+                self._focus_pane(
+                    "form-pane", lambda: self.form.use_template(template.body, template.variables, template.zipped)
+                )
+
+        self.push_screen(TemplatePick(templates), chosen)
+
+    def action_save_template(self) -> None:
+        from kling_tui.ui.template_values import TemplateValues
+        from kling_tui.work.saved_templates import SavedTemplate, TemplateNameError, save_template
+
+        body = self.form.query_one(PromptArea).text
+        if not body.strip():
+            self.notify("The prompt is empty: nothing to save as a template.", severity="warning")
+            return
+        table = next(iter(self.form.query(TemplateValues)), None)
+        values = table.values() if table is not None and table.display else {}
+        zipped = bool(table is not None and table.display and table.zipped)
+
+        def save(name: str | None) -> None:
+            if name is None:
+                return
+            try:
+                _, aside = save_template(SavedTemplate(name, body, values, zipped))
+            except (TemplateNameError, OSError) as exc:
+                self.notify(f"Not saved: {exc}", severity="error", markup=False)
+                return
+            self._template_name = name.strip()
+            if aside:
+                self.notify(f"The old templates file could not be read in full; it was kept as {aside}.", markup=False)
+            self.notify(f"Saved the template “{name.strip()}” (ctrl+t recalls it).", markup=False, timeout=3)
+
+        self.push_screen(
+            TextDialog(
+                "Save the prompt as a template",
+                getattr(self, "_template_name", ""),
+                "a name",
+                hint="enter saves (a template of the same name is replaced) · escape cancels",
+            ),
+            save,
+        )
 
     # -- seeing images ------------------------------------------------------------------
     def table_order(self) -> list[str]:

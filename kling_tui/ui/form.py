@@ -780,6 +780,15 @@ class GenerationForm(VerticalScroll, can_focus=False):
     def _input_submitted(self) -> None:
         self.post_message(self.SubmitRequested())
 
+    def use_template(self, body: str, values: Mapping[str, Sequence[str]], zipped: bool) -> None:
+        """A saved template: its body into the prompt, its values into the values table."""
+        self.set_prompt(body)
+        self._show_template_values()
+        table: TemplateValues | None = getattr(self, "_template_values", None)
+        if table is not None:
+            table.use(values, zipped)
+        self.focus_prompt()
+
     def focus_prompt(self) -> None:
         self.query_one("#prompt", TextArea).focus()
 

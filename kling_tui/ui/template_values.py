@@ -6,7 +6,7 @@ Values typed for a variable stay when it leaves the prompt and come back if it r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
@@ -25,8 +25,8 @@ class TemplateValues(Vertical):
     """Rows of `{{name}}  [red, green]` and the zip toggle."""
 
     DEFAULT_CSS = """
-    TemplateValues { height: auto; }
-    TemplateValues .template-row { height: 1; margin-top: 1; }
+    TemplateValues, TemplateValues #template-rows { height: auto; }
+    TemplateValues .template-row { height: 1; }
     TemplateValues .template-name { width: auto; max-width: 50%; padding-right: 1; color: $text-muted; }
     TemplateValues #template-zip { border: none; padding: 0; background: transparent; margin-top: 1; }
     """
@@ -35,12 +35,13 @@ class TemplateValues(Vertical):
         super().__init__(**kwargs)
         self._kept: dict[str, str] = dict(kept or {})  # variable name -> its raw text
         self.names: list[str] = list(dict.fromkeys(names))
+        self._zipped = False
 
     def compose(self) -> ComposeResult:
-        yield Label("Template values (comma-separated; \\, for a comma)", classes="field-label")
+        yield Label("Template values", classes="field-label")
         with Vertical(id="template-rows"):
             yield from (self._row(name) for name in self.names)
-        yield Checkbox("Zip: pair the n-th values instead of every combination", id="template-zip")
+        yield Checkbox("Zip (pair the values, not every combination)", self._zipped, id="template-zip")
 
     def show_variables(self, names: Iterable[str]) -> None:
         """One row per variable: rows of gone variables removed, new ones added below."""
@@ -61,10 +62,25 @@ class TemplateValues(Vertical):
     def _row(self, name: str) -> Horizontal:
         return Horizontal(
             Label(Text(plain(f"{{{{{name}}}}}")), classes="template-name"),
-            Input(self._kept.get(name, ""), placeholder="a, b, c", id=f"{INPUT_PREFIX}{name}", compact=True),
+            Input(
+                self._kept.get(name, ""),
+                placeholder="comma-separated: a, b, c",
+                id=f"{INPUT_PREFIX}{name}",
+                compact=True,
+            ),
             id=f"{ROW_PREFIX}{name}",
             classes="template-row",
         )
+
+    def use(self, values: Mapping[str, Sequence[str]], zipped: bool) -> None:
+        """Fill in saved values (commas inside a value escaped) and the zip toggle."""
+        texts = {name: ", ".join(v.replace(",", "\\,") for v in items) for name, items in values.items()}
+        self._kept.update(texts)
+        self._zipped = zipped
+        for name in self._shown():
+            self.query_one(f"#{INPUT_PREFIX}{name}", Input).value = self._kept.get(name, "")
+        for checkbox in self.query("#template-zip").results(Checkbox):
+            checkbox.value = zipped
 
     def raw(self) -> dict[str, str]:
         """Each shown variable's text as typed."""
