@@ -119,3 +119,42 @@ def test_escaped_braces_are_sent_literally_and_make_one_plain_task(sandbox):
     assert run.code == 0, run.stderr
     task = run.json()
     assert task["prompt"] == "a sign saying {hello}" and task["template"] is None
+
+
+def test_templates_lists_the_saved_ones_with_the_options_that_fill_them(sandbox):
+    from kling_tui.work.saved_templates import SavedTemplate, save_template
+
+    assert "no saved templates" in kling("templates").stdout
+    save_template(
+        SavedTemplate(
+            "pets", "a {{animal}}, {{style}}", {"animal": ["fox", "owl"], "style": ["ink, wash", "oil"]}, True
+        )
+    )
+    listed = kling("templates")
+    assert listed.code == 0
+    assert listed.stdout.splitlines() == [
+        "pets: a {{animal}}, {{style}}",
+        "  --var animal=fox,owl",
+        "  --var style=ink\\, wash,oil",
+        "  --zip",
+    ]
+    assert kling("templates", "--json").json() == [
+        {
+            "name": "pets",
+            "body": "a {{animal}}, {{style}}",
+            "variables": {"animal": ["fox", "owl"], "style": ["ink, wash", "oil"]},
+            "zip": True,
+        }
+    ]
+    run = kling(
+        "generate",
+        "a {{animal}}, {{style}}",
+        "--var",
+        "animal=fox,owl",
+        "--var",
+        "style=ink\\, wash,oil",
+        "--zip",
+        "--json",
+        sandbox=sandbox,
+    )
+    assert [t["prompt"] for t in _lines(run.stdout)] == ["a fox, ink, wash", "a owl, oil"]

@@ -115,7 +115,7 @@ def _add_headless_commands(sub) -> None:
         "--search",
         metavar="WORDS",
         help="only tasks with every word (or a word starting with it) in the prompt, negative prompt, "
-        "note, failure message, model or ids",
+        "note, failure message, model, ids or template values",
     )
     _common(lst, json_help="print a JSON array of tasks")
 
@@ -163,6 +163,12 @@ def _add_headless_commands(sub) -> None:
         help="list the models: what each can do, its price per image by use and resolution, its retirement",
     )
     _common(models, json_help="print the table as one JSON object")
+
+    templates = sub.add_parser(
+        "templates",
+        help="list the saved prompt templates, each with the --var options that fill it",
+    )
+    _common(templates, json_help="print a JSON array of templates")
 
     imp = sub.add_parser(
         "import",
@@ -336,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "locate":
         return _locate()
+    if args.command == "templates":
+        from kling_tui.cli.templates import cmd_templates
+
+        return cmd_templates(args)
     if args.command == "mcp":
         from kling_tui.base.logs import setup_logging
         from kling_tui.mcp.server import run as run_mcp
