@@ -20,7 +20,7 @@ from kling_tui.work.templates import (
     problems,
     split_values,
 )
-from kling_tui.work.variants import expand, fan_out_problems
+from kling_tui.work.variants import FanOut, expand, fan_out_problems
 
 
 def prompts(body: str, values=None, *, zipped: bool = False) -> list[str]:
@@ -124,7 +124,7 @@ def test_zipped_count_is_the_common_length(lengths, common):
 
 def test_the_fan_out_multiplies_templates_with_models_and_ratios():
     request = GenerationRequest(prompt="a {red|blue} {{animal}}", model_name="kling-v1", aspect_ratio="16:9")
-    made = expand(request, models=["kling-v2"], ratios=["1:1"], variables={"animal": ["cat", "dog", "owl"]})
+    made = expand(request, FanOut(models=["kling-v2"], ratios=["1:1"], variables={"animal": ["cat", "dog", "owl"]}))
     assert len(made) == 2 * 3 * 2 * 2
     assert {(r.prompt, r.model_name, r.aspect_ratio) for r in made} >= {("a blue owl", "kling-v2", "1:1")}
     assert made[0].template is not None and made[0].template.body == "a {red|blue} {{animal}}"
@@ -134,7 +134,7 @@ def test_the_fan_out_multiplies_templates_with_models_and_ratios():
 
 def test_each_prompt_line_is_its_own_template():
     request = GenerationRequest(prompt="a {red|blue} car\na {{animal}}", model_name="kling-v1")
-    made = expand(request, split_lines=True, variables={"animal": ["cat"]})
+    made = expand(request, FanOut(split_lines=True, variables={"animal": ["cat"]}))
     assert [r.prompt for r in made] == ["a red car", "a blue car", "a cat"]
 
 
@@ -147,27 +147,27 @@ def test_a_prompt_without_slots_fans_out_as_before_with_its_escapes_resolved():
 def test_more_than_the_cap_is_refused_naming_the_count_and_never_expanded():
     request = GenerationRequest(prompt="{{a}} {{b}} {{c}}", model_name="kling-v1")
     values = {name: [str(i) for i in range(100)] for name in "abc"}  # a million prompts
-    found = fan_out_problems(request, variables=values)
+    found = fan_out_problems(request, FanOut(variables=values))
     assert [p.rule for p in found] == [f"makes 1000000 tasks, more than the {MAX_TASKS} one submit may send"]
-    assert len(expand(request, variables=values)) == 1  # the form can still estimate and show it
+    assert len(expand(request, FanOut(variables=values))) == 1  # the form can still estimate and show it
 
 
 def test_the_cap_counts_variants_too():
     request = GenerationRequest(prompt="{{a}}", model_name="kling-v1", aspect_ratio="16:9")
-    found = fan_out_problems(request, ratios=["1:1"], variables={"a": [str(i) for i in range(251)]})
+    found = fan_out_problems(request, FanOut(ratios=["1:1"], variables={"a": [str(i) for i in range(251)]}))
     assert [p.rule for p in found] == [f"makes 502 tasks, more than the {MAX_TASKS} one submit may send"]
 
 
 def test_values_for_a_variable_no_line_uses_are_a_problem():
     request = GenerationRequest(prompt="a {{animal}}", model_name="kling-v1")
-    found = fan_out_problems(request, variables={"animal": ["cat"], "aminal": ["dog"]})
+    found = fan_out_problems(request, FanOut(variables={"animal": ["cat"], "aminal": ["dog"]}))
     assert [(p.field, p.rule) for p in found] == [("{{aminal}}", "has values but the prompt never uses it")]
 
 
 def test_history_keeps_the_template_and_its_values_and_search_finds_them(tmp_path):
     store = HistoryStore(tmp_path / "tasks")
     request = GenerationRequest(prompt="a {red|blue} {{animal}}", model_name="kling-v1")
-    made = expand(request, variables={"animal": ["axolotl"]})[1]
+    made = expand(request, FanOut(variables={"animal": ["axolotl"]}))[1]
     assert made.template is not None
     record = store.new_record(
         "generation", made.params(), template=(made.template.body, made.template.values), owner=None

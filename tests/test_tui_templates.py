@@ -30,6 +30,14 @@ async def type_prompt(app, pilot, text: str) -> None:
         await pilot.press("space" if ch == " " else ch)
 
 
+async def fill_template(app, pilot, prompt: str, **values: str) -> None:
+    """Set the prompt, wait for its values table, and type each variable's values."""
+    app.query_one("#prompt", TextArea).text = prompt
+    for name, text in values.items():
+        await wait_for(pilot, lambda name=name: app.query(f"#var-{name}"), what=f"the {name} row")
+        app.query_one(f"#var-{name}", Input).value = text
+
+
 async def test_a_plain_prompt_never_mounts_the_values_table(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -79,10 +87,7 @@ async def test_values_table_count_submit_and_grid_labels(sandbox):
 async def test_zip_toggle_pairs_and_a_mismatch_is_a_problem_the_form_survives(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(120, 40)) as pilot:
-        app.query_one("#prompt", TextArea).text = "{{a}} at {{b}}"
-        await wait_for(pilot, lambda: app.query("#var-b"))
-        app.query_one("#var-a", Input).value = "fox, owl"
-        app.query_one("#var-b", Input).value = "dawn, dusk, noon"
+        await fill_template(app, pilot, "{{a}} at {{b}}", a="fox, owl", b="dawn, dusk, noon")
         await wait_for(pilot, lambda: text_of(app, "#estimate").startswith("6 tasks"))
         app.query_one("#template-zip", Checkbox).value = True
         await wait_for(
@@ -103,10 +108,8 @@ async def test_zip_toggle_pairs_and_a_mismatch_is_a_problem_the_form_survives(sa
 async def test_more_than_the_cap_is_refused_with_the_count(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(120, 40)) as pilot:
-        app.query_one("#prompt", TextArea).text = "{{a}} {{b}}"
-        await wait_for(pilot, lambda: app.query("#var-b"))
-        app.query_one("#var-a", Input).value = ",".join(str(i) for i in range(30))
-        app.query_one("#var-b", Input).value = ",".join(str(i) for i in range(30))
+        thirty = ",".join(str(i) for i in range(30))
+        await fill_template(app, pilot, "{{a}} {{b}}", a=thirty, b=thirty)
         await wait_for(
             pilot, lambda: "makes 900 tasks, more than the 500 one submit may send" in text_of(app, "#problems")
         )
@@ -116,9 +119,7 @@ async def test_values_follow_the_prompt_and_come_back_with_their_variable(sandbo
     app = app_for(sandbox)
     async with app.run_test(size=(120, 40)) as pilot:
         prompt = app.query_one("#prompt", TextArea)
-        prompt.text = "a {{animal}}"
-        await wait_for(pilot, lambda: app.query("#var-animal"))
-        app.query_one("#var-animal", Input).value = "fox, owl"
+        await fill_template(app, pilot, "a {{animal}}", animal="fox, owl")
         prompt.text = "a plain fox"
         await wait_for(pilot, lambda: not app.query_one("#template-values").display)
         assert text_of(app, "#estimate").startswith("1 image")
@@ -136,10 +137,7 @@ async def test_save_a_template_then_recall_it_with_a_fuzzy_search(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(120, 40)) as pilot:
         prompt = app.query_one("#prompt", TextArea)
-        prompt.text = "a {red|blue} {{animal}} at {{time}}"
-        await wait_for(pilot, lambda: app.query("#var-time"))
-        app.query_one("#var-animal", Input).value = "fox, owl"
-        app.query_one("#var-time", Input).value = "dawn, dusk"
+        await fill_template(app, pilot, "a {red|blue} {{animal}} at {{time}}", animal="fox, owl", time="dawn, dusk")
         app.query_one("#template-zip", Checkbox).value = True
         await pilot.press("ctrl+b")
         await wait_for(pilot, lambda: isinstance(app.screen, TextDialog))

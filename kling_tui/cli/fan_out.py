@@ -21,6 +21,7 @@ from kling_tui.cli.submit import check_budget, invalid, out_dir_for, submit_one,
 from kling_tui.config import Settings
 from kling_tui.history.store import HistoryStore, TaskRecord
 from kling_tui.work.variants import (
+    FanOut,
     Request,
     check_fan_out,
     estimate_units,
@@ -47,12 +48,11 @@ async def submit_templated(
     request: Request,
     options: Mapping[str, str],
 ) -> int:
-    given = variables(args)
-    zipped = bool(getattr(args, "zip", False))
-    found = fan_out_problems(request, variables=given, zipped=zipped)
+    fan = FanOut(variables=variables(args), zipped=bool(getattr(args, "zip", False)))
+    found = fan_out_problems(request, fan)
     if found:
         raise invalid(InvalidRequest(found), {**options, **{p.field: "--var" for p in found if p.field != "prompt"}})
-    requests = expand(request, variables=given, zipped=zipped)
+    requests = expand(request, fan)
     if len(requests) == 1:
         return await submit_request(args, settings, store, console, requests[0], options)
     if request.external_task_id:

@@ -36,6 +36,7 @@ from kling_tui.ui.references import (
 
 if TYPE_CHECKING:
     from kling_tui.ui.template_values import TemplateValues
+    from kling_tui.work.variants import FanOut
 
 FormRequest = GenerationRequest | MultiImageRequest | OmniRequest
 
@@ -510,20 +511,22 @@ class GenerationForm(VerticalScroll, can_focus=False):
         from kling_tui.work.variants import expand
 
         request, _ = self.build_request()
-        return expand(request, **self._fan_out())
+        return expand(request, self._fan_out())
 
-    def _fan_out(self) -> dict[str, Any]:
+    def _fan_out(self) -> FanOut:
+        from kling_tui.work.variants import FanOut
+
         # The model and ratio lists are the generation endpoint's: hidden, and not used, in Omni mode.
         omni = self.mode == "omni"
         table: TemplateValues | None = getattr(self, "_template_values", None)
         shown = table is not None and table.display
-        return {
-            "split_lines": self.query_one("#split-lines", Checkbox).value,
-            "models": [] if omni else list(self.query_one("#more-models", SelectionList).selected),
-            "ratios": [] if omni else list(self.query_one("#more-ratios", SelectionList).selected),
-            "variables": table.values() if table is not None and shown else {},
-            "zipped": bool(table is not None and shown and table.zipped),
-        }
+        return FanOut(
+            split_lines=self.query_one("#split-lines", Checkbox).value,
+            models=[] if omni else list(self.query_one("#more-models", SelectionList).selected),
+            ratios=[] if omni else list(self.query_one("#more-ratios", SelectionList).selected),
+            variables=table.values() if table is not None and shown else {},
+            zipped=bool(table is not None and shown and table.zipped),
+        )
 
     # -- model awareness ---------------------------------------------------------------
     def _set_options(self, widget_id: str, options: tuple[str, ...], preferred: str | None = None) -> None:
@@ -651,7 +654,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         request, problems = self.build_request()
         read_fields = {p.field for p in problems}
         problems += [p for p in request.problems(self.caps) if p.field not in read_fields]
-        problems += fan_out_problems(request, **self._fan_out())
+        problems += fan_out_problems(request, self._fan_out())
         variants = self.variant_requests()
         if (len(variants) > 1 or variants[0].template) and not problems:
             # Each combination must stand on its own (e.g. 21:9 is not on every model).

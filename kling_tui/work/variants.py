@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from kling_tui.api.capabilities import Capabilities
 from kling_tui.api.errors import Problem
@@ -23,36 +24,34 @@ def prompt_lines(prompt: str) -> list[str]:
     return [line.strip() for line in prompt.splitlines() if line.strip()]
 
 
-Variables = Mapping[str, Sequence[str]]
+@dataclass(frozen=True)
+class FanOut:
+    """What one submit fans out over: prompt lines (when split), each line's template fillings
+    (its variables' values, cartesian or zipped), and more models and ratios."""
+
+    split_lines: bool = False
+    models: Sequence[str] = ()
+    ratios: Sequence[str] = ()
+    variables: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    zipped: bool = False
 
 
-def expand(
-    request: Request,
-    *,
-    split_lines: bool = False,
-    models: list[str] | None = None,
-    ratios: list[str] | None = None,
-    variables: Variables | None = None,
-    zipped: bool = False,
-) -> list[Request]:
+def expand(request: Request, fan: FanOut = FanOut()) -> list[Request]:
     """Every combination, each a separate request: prompt lines, each line's template fillings,
     models, ratios. A template is filled only when `fan_out_problems` finds nothing wrong."""
-    lines = _lines(request, split_lines)
-    fill = not fan_out_problems(
-        request, split_lines=split_lines, models=models, ratios=ratios, variables=variables, zipped=zipped
-    )
+    fill = not fan_out_problems(request, fan)
     prompts: list[tuple[str, TemplateUse | None]] = []
-    for line in lines:
+    for line in _lines(request, fan.split_lines):
         template, _ = templates.parse(line)
         if fill and template.is_template:
-            for filling in templates.fill(template, variables or {}, zipped=zipped):
+            for filling in templates.fill(template, fan.variables, zipped=fan.zipped):
                 prompts.append((filling.prompt, TemplateUse(line, filling.values)))
         else:
             prompts.append((templates.plain_prompt(line) if fill else line, None))
-    model_list = _unique([request.model_name, *(models or [])])
-    ratio_list = _unique([request.aspect_ratio, *(ratios or [])])
+    model_list = _unique([request.model_name, *fan.models])
+    ratio_list = _unique([request.aspect_ratio, *fan.ratios])
     # A custom external_task_id can name one task only.
-    fan = len(prompts) * len(model_list) * len(ratio_list) > 1
+    several = len(prompts) * len(model_list) * len(ratio_list) > 1
     out: list[Request] = []
     for (prompt, use), model, ratio in itertools.product(prompts, model_list, ratio_list):
         out.append(
@@ -61,7 +60,7 @@ def expand(
                 prompt=prompt,
                 model_name=model,
                 aspect_ratio=ratio,
-                external_task_id=None if fan else request.external_task_id,
+                external_task_id=None if several else request.external_task_id,
                 template=use,
             )
         )
@@ -73,19 +72,11 @@ def _lines(request: Request, split_lines: bool) -> list[str]:
     return lines or [request.prompt or ""]
 
 
-def fan_out_problems(
-    request: Request,
-    *,
-    split_lines: bool = False,
-    models: list[str] | None = None,
-    ratios: list[str] | None = None,
-    variables: Variables | None = None,
-    zipped: bool = False,
-) -> list[Problem]:
-    """What keeps the form's templates from being filled, or the fan-out from being sent: a
-    brace out of place, a variable with no values, too many tasks. Counted, never expanded."""
-    variables = variables or {}
-    parsed = [templates.parse(line) for line in _lines(request, split_lines)]
+def fan_out_problems(request: Request, fan: FanOut = FanOut()) -> list[Problem]:
+    """What keeps the templates from being filled, or the fan-out from being sent: a brace out
+    of place, a variable with no values, too many tasks. Counted, never expanded."""
+    variables, zipped = fan.variables, fan.zipped
+    parsed = [templates.parse(line) for line in _lines(request, fan.split_lines)]
     found = [p for _, problems in parsed for p in problems]
     if found:
         return found[:1]
@@ -96,9 +87,7 @@ def fan_out_problems(
     found += templates.unused(unused)
     if found:
         return found
-    per_prompt = len(_unique([request.model_name, *(models or [])])) * len(
-        _unique([request.aspect_ratio, *(ratios or [])])
-    )
+    per_prompt = len(_unique([request.model_name, *fan.models])) * len(_unique([request.aspect_ratio, *fan.ratios]))
     total = sum(templates.count(t, variables, zipped=zipped) for t, _ in parsed) * per_prompt
     return [templates.too_many(total)] if total > templates.MAX_TASKS else []
 
@@ -128,7 +117,7 @@ def variant_label(number: int, request: Request) -> str:
     return f"variant {number} ({request.model_name}, {request.aspect_ratio}{values})"
 
 
-def _unique(values: list[str | None]) -> list[str | None]:
+def _unique(values: Sequence[str | None]) -> list[str | None]:
     seen: dict[str | None, None] = {}
     for value in values:
         seen.setdefault(value)
