@@ -43,7 +43,7 @@ def test_alternatives_and_variables_make_every_combination_in_order():
 
 
 def test_a_variable_used_twice_takes_one_value_in_both_places():
-    assert prompts("{{x}} and {{x}}", {"x": ["a", "b"]}) == ["a and a", "b and b"]
+    assert prompts("{{x}} and {{ x }}", {"x": ["a", "b"]}) == ["a and a", "b and b"]
 
 
 def test_zipped_pairs_the_nth_values_and_repeats_a_single_one():

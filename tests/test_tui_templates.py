@@ -185,3 +185,18 @@ async def test_a_template_name_that_breaks_a_rule_is_refused_and_nothing_is_lost
         await wait_for(pilot, lambda: any("template name: must not be empty" in n.message for n in app._notifications))
         assert load_templates() == ([], [])
         assert app.query_one("#prompt", TextArea).text == "a {red|blue} fox"
+
+
+async def test_template_values_survive_a_restart_in_the_draft(sandbox):
+    from kling_tui.history.draft import load_draft
+
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await fill_template(app, pilot, "a {{animal}} at {{time}}", animal="fox, owl", time="dawn")
+        await wait_for(pilot, lambda: load_draft().get("var-time") == "dawn", what="the draft")
+    again = app_for(sandbox)
+    async with again.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: again.query("#var-time"), what="the restored rows")
+        assert again.query_one("#var-animal", Input).value == "fox, owl"
+        assert again.query_one("#var-time", Input).value == "dawn"
+        await wait_for(pilot, lambda: text_of(again, "#estimate").startswith("2 tasks"))
