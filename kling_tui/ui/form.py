@@ -519,13 +519,13 @@ class GenerationForm(VerticalScroll, can_focus=False):
         # The model and ratio lists are the generation endpoint's: hidden, and not used, in Omni mode.
         omni = self.mode == "omni"
         table: TemplateValues | None = getattr(self, "_template_values", None)
-        shown = table is not None and table.display
+        shown = table if table is not None and table.display else None  # hidden: no template now
         return FanOut(
             split_lines=self.query_one("#split-lines", Checkbox).value,
             models=[] if omni else list(self.query_one("#more-models", SelectionList).selected),
             ratios=[] if omni else list(self.query_one("#more-ratios", SelectionList).selected),
-            variables=table.values() if table is not None and shown else {},
-            zipped=bool(table is not None and shown and table.zipped),
+            variables=shown.values() if shown else {},
+            zipped=bool(shown and shown.zipped),
         )
 
     # -- model awareness ---------------------------------------------------------------
