@@ -13,6 +13,7 @@ from kling_tui.history.store import HistoryStore, record_from_toml, record_to_to
 from kling_tui.work.templates import (
     MAX_TASKS,
     count,
+    escape,
     fill,
     parse,
     parse_assignment,
@@ -112,6 +113,13 @@ def test_the_count_is_the_product_of_the_slots_and_fill_makes_that_many(groups):
     made = fill(template, {})
     assert len(made) == expected
     assert all(len(f.values) == len(groups) for f in made)
+
+
+@given(st.text(alphabet=st.sampled_from("ab {}|\\\n")))
+def test_an_escaped_prompt_is_no_template_and_makes_itself(text):
+    template, found = parse(escape(text))
+    assert found == [] and not template.is_template
+    assert plain_prompt(escape(text)) == text
 
 
 @given(st.lists(st.integers(1, 5), min_size=1, max_size=4), st.integers(1, 5))

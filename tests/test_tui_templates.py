@@ -200,3 +200,20 @@ async def test_template_values_survive_a_restart_in_the_draft(sandbox):
         assert again.query_one("#var-animal", Input).value == "fox, owl"
         assert again.query_one("#var-time", Input).value == "dawn"
         await wait_for(pilot, lambda: text_of(again, "#estimate").startswith("2 tasks"))
+
+
+async def test_editing_a_task_sent_with_braces_keeps_them_literal(sandbox):
+    store = sandbox_history()
+    record = store.new_record("generation", {"prompt": "a sign saying {open}", "model_name": "kling-v1", "n": 1})
+    store.update(record.local_id, status="succeed")
+    store.close()
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.table.row_count == 1)
+        app.table.focus()
+        await pilot.press("e")
+        prompt = app.query_one("#prompt", TextArea)
+        await wait_for(pilot, lambda: prompt.text == r"a sign saying \{open\}")
+        await wait_for(pilot, lambda: text_of(app, "#estimate").startswith("1 image"))
+        assert text_of(app, "#problems") == ""
+        assert [r.prompt for r in app.form.variant_requests()] == ["a sign saying {open}"]

@@ -251,7 +251,7 @@ class KlingApp(App[None]):
             self.call_after_refresh(self.ensure_connected)
         else:
             self.push_screen(SetupScreen(), self._setup_done)
-        self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
+        self.form.query_one(PromptArea).past_prompts = self._past_prompts(500)
         self._fit_layout(self.size.width)
         if self.narrow and self.table.row_count:
             self._show_pane("tasks-pane")
@@ -386,7 +386,7 @@ class KlingApp(App[None]):
         self._warned = 0
         self._flush_store_warnings()
         self.reload_table()
-        self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
+        self.form.query_one(PromptArea).past_prompts = self._past_prompts(500)
 
     @work(thread=True, group="sandbox")
     def _start_sandbox(self) -> None:
@@ -1188,9 +1188,15 @@ class KlingApp(App[None]):
             return
         self.update_header()
 
+    def _past_prompts(self, limit: int) -> list[str]:
+        """Sent prompts as the form takes them back: a brace they were sent with stays literal."""
+        from kling_tui.work.templates import escape
+
+        return [escape(p) for p in self.store.prompts(limit)]
+
     @on(PromptArea.SearchRequested)
     def _search_prompts(self) -> None:
-        prompts = self.store.prompts(2000)
+        prompts = self._past_prompts(2000)
 
         def chosen(prompt: str | None) -> None:
             if prompt is not None:

@@ -405,10 +405,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     def load_params(self, kind: str, params: dict[str, Any], references: list[Reference] | None = None) -> None:
         """Put a recorded task's parameters into the form (an Omni task's images as `references`)."""
+        from kling_tui.work.templates import escape
+
         values: dict[str, Any] = {
             "mode": kind if kind in ("multi", "omni") else "generation",
             "model": params.get("model_name") or self.caps.default_model,
-            "prompt": params.get("prompt") or "",
+            "prompt": escape(params.get("prompt") or ""),  # braces it was sent with stay literal
             "reference": params.get("image_reference") or NO_REFERENCE,
             "aspect": params.get("aspect_ratio") or "16:9",
             "resolution": params.get("resolution") or "1k",

@@ -289,6 +289,18 @@ def plain_prompt(body: str) -> str:
     return "".join(p for p in template.parts if isinstance(p, str))
 
 
+def escape(text: str) -> str:
+    """`text` as a template that makes exactly it: for a sent prompt put back in the form."""
+    if "{" not in text and "}" not in text and "\\" not in text:
+        return text
+    out = []
+    for i, ch in enumerate(text):
+        if ch in "{}" or (ch == "\\" and text[i + 1 : i + 2] in tuple(_ESCAPABLE)):
+            out.append("\\")
+        out.append(ch)
+    return "".join(out)
+
+
 def describe_values(values: Iterable[tuple[str, str]]) -> str:
     """`animal=cat · {1}=red`: how `show` and the form name a task's template values."""
     return " · ".join(f"{key}={value}" for key, value in values)
