@@ -82,6 +82,24 @@ async def test_values_table_count_submit_and_grid_labels(sandbox):
         await wait_for(pilot, lambda: isinstance(app.screen, GridScreen))
         labels = sorted(item.label for item in app.screen.items)
         assert labels == sorted(f"{c} · {a}" for c in ("red", "blue") for a in ("fox", "owl", "cat"))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, GridScreen))
+
+        app.table.focus()
+        app.table.move_cursor(row=0)
+        selected = app.table.selected_key
+        await pilot.press("r")  # a re-run is the same filling of the same template
+        await wait_for(pilot, lambda: app.table.row_count == 7, what="the re-run")
+        store = sandbox_history()
+        rerun = store.get(app.table.selected_key)
+        original = store.get(selected)
+        store.close()
+        assert rerun is not None and original is not None and rerun.local_id != original.local_id
+        assert (rerun.prompt, rerun.template, rerun.template_values) == (
+            original.prompt,
+            original.template,
+            original.template_values,
+        )
 
 
 async def test_zip_toggle_pairs_and_a_mismatch_is_a_problem_the_form_survives(sandbox):

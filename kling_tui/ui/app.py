@@ -1048,7 +1048,7 @@ class KlingApp(App[None]):
         self.push_screen(TaskImagePick(items), chosen)
 
     def _resubmit(self, record: TaskRecord, *, as_child: bool = False, **changes: Any) -> None:
-        from kling_tui.api.types import request_from_params
+        from kling_tui.api.types import TemplateUse, request_from_params
 
         if not self.ensure_connected():
             self.notify("Not connected yet.", severity="warning")
@@ -1056,6 +1056,8 @@ class KlingApp(App[None]):
         params = {**record.params, **changes}
         params.pop("external_task_id", None)  # a fresh id: this is a new task
         request = request_from_params(record.kind, params)
+        if record.template is not None:  # the same filling of the same template
+            request.template = TemplateUse(record.template, tuple(record.template_values.items()))
         notice = self.caps.retirement_notice(getattr(request, "model_name", None), dt.date.today(), self.retired)
         if notice:  # the form warns as you edit; a re-run from the table warns as it goes
             self.notify(plain(notice), title="Model retiring", severity="warning", markup=False)
