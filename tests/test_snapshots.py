@@ -246,3 +246,19 @@ def test_form_in_omni_mode_with_two_references(snap_compare, sandbox, fixed_zone
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 36), run_before=ready)
+
+
+def test_form_with_a_template_and_its_values(snap_compare, sandbox, fixed_zone):
+    app = build(sandbox)
+
+    async def ready(pilot):
+        from textual.widgets import Input
+
+        app.form.set_prompt("a {red|blue} {{animal}} at {{time}}, watercolour")
+        await wait_for(pilot, lambda: app.query("#var-time"), what="the values table")
+        app.query_one("#var-animal", Input).value = "fox, owl, cat"
+        app.query_one("#var-time", Input).value = "dawn, dusk"
+        await wait_for(pilot, lambda: str(app.query_one("#estimate").render()).startswith("12 tasks"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 64), run_before=ready)

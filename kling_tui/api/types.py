@@ -27,9 +27,19 @@ FINAL_STATUSES = frozenset({"succeed", "failed"})
 Kind = Literal["generation", "multi", "omni", "expand"]
 KINDS: tuple[Kind, ...] = ("generation", "multi", "omni", "expand")
 # Fields of a request that are not parameters of the task: never recorded as params, never sent.
-NOT_PARAMS = frozenset({"kind", "parents"})
+NOT_PARAMS = frozenset({"kind", "parents", "template"})
 # Lineage: (local id of the task an input image came from, that image's 1-based index).
 Parent = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class TemplateUse:
+    """The prompt template a request was filled from, and the value each slot took."""
+
+    body: str
+    values: tuple[tuple[str, str], ...]
+
+
 LOCAL_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -181,6 +191,7 @@ class GenerationRequest(_Request):
     external_task_id: str | None = None
     watermark: bool | None = None
     parents: list[Parent] = field(default_factory=list, repr=False)
+    template: TemplateUse | None = field(default=None, repr=False)
 
     kind: Kind = field(default="generation", init=False, repr=False)
 
@@ -203,6 +214,7 @@ class MultiImageRequest(_Request):
     external_task_id: str | None = None
     watermark: bool | None = None
     parents: list[Parent] = field(default_factory=list, repr=False)
+    template: TemplateUse | None = field(default=None, repr=False)
 
     kind: Kind = field(default="multi", init=False, repr=False)
     RESHAPED: ClassVar[frozenset[str]] = frozenset({"subject_images", "scene_image", "style_image"})
@@ -247,6 +259,7 @@ class OmniRequest(_Request):
     external_task_id: str | None = None
     watermark: bool | None = None
     parents: list[Parent] = field(default_factory=list, repr=False)
+    template: TemplateUse | None = field(default=None, repr=False)
 
     kind: Kind = field(default="omni", init=False, repr=False)
     RESHAPED: ClassVar[frozenset[str]] = frozenset({"images", "elements"})
@@ -298,6 +311,7 @@ class ExpandRequest(_Request):
     external_task_id: str | None = None
     watermark: bool | None = None
     parents: list[Parent] = field(default_factory=list, repr=False)
+    template: TemplateUse | None = field(default=None, repr=False)
 
     kind: Kind = field(default="expand", init=False, repr=False)
 

@@ -297,6 +297,32 @@ def prompt_references(prompt: str) -> tuple[set[int], set[int]]:
     return images, elements
 
 
+def _reference_problems(prompt: object, images: int, elements: int) -> list[Problem]:
+    """<<<image_N>>> and <<<element_N>>> that name no input."""
+    if not isinstance(prompt, str):
+        return []
+    used_images, used_elements = prompt_references(prompt)
+    problems = [
+        Problem("prompt", f"<<<image_{number}>>> refers to no image ({images} given)")
+        for number in sorted(used_images)
+        if not 1 <= number <= images
+    ]
+    problems += [
+        Problem("prompt", f"<<<element_{number}>>> refers to no element ({elements} given)")
+        for number in sorted(used_elements)
+        if not 1 <= number <= elements
+    ]
+    return problems
+
+
+def check_prompt(kind: str, prompt: str | None, images: int = 0, elements: int = 0) -> list[Problem]:
+    """The rules on a request's prompt alone, for requests that differ in nothing else."""
+    problems = _check_text({"prompt": prompt}, "prompt", required=kind in ("generation", "omni"))
+    if kind == "omni":
+        problems += _reference_problems(prompt, images, elements)
+    return problems
+
+
 def unreferenced_inputs(prompt: str, images: int, elements: int = 0) -> list[str]:
     """Inputs given but never referred to in the prompt (a warning, not an error): e.g. ["<<<image_2>>>"]."""
     used_images, used_elements = prompt_references(prompt)
@@ -383,19 +409,7 @@ def validate_omni(
             )
         )
 
-    prompt = payload.get("prompt")
-    if isinstance(prompt, str):
-        used_images, used_elements = prompt_references(prompt)
-        for number in sorted(used_images):
-            if not 1 <= number <= len(image_values):
-                problems.append(
-                    Problem("prompt", f"<<<image_{number}>>> refers to no image ({len(image_values)} given)")
-                )
-        for number in sorted(used_elements):
-            if not 1 <= number <= len(element_values):
-                problems.append(
-                    Problem("prompt", f"<<<element_{number}>>> refers to no element ({len(element_values)} given)")
-                )
+    problems += _reference_problems(payload.get("prompt"), len(image_values), len(element_values))
 
     resolution = payload.get("resolution")
     if resolution is not None and model is not None and resolution not in model.resolutions:

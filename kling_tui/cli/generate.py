@@ -6,9 +6,9 @@ import argparse
 import datetime as dt
 
 from kling_tui.api.types import GenerationRequest
+from kling_tui.cli.fan_out import submit_templated
 from kling_tui.cli.output import Console
 from kling_tui.cli.session import OPTION_FOR_FIELD
-from kling_tui.cli.submit import submit_request
 from kling_tui.config import Settings
 from kling_tui.history.retired import load_retired
 from kling_tui.history.store import HistoryStore
@@ -33,4 +33,4 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings, store: Hist
         callback_url=args.callback_url,
         external_task_id=args.external_task_id,
     )
-    return await submit_request(args, settings, store, console, request, OPTION_FOR_FIELD)
+    return await submit_templated(args, settings, store, console, request, OPTION_FOR_FIELD)

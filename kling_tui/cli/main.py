@@ -104,6 +104,7 @@ def _add_headless_commands(sub) -> None:
     gen.add_argument("--image-reference", choices=("subject", "face"), help="how the reference image is used")
     gen.add_argument("--image-fidelity", type=_float_arg, metavar="F", help="reference strength, 0-1")
     gen.add_argument("--human-fidelity", type=_float_arg, metavar="F", help="face similarity, 0-1 (subject only)")
+    _template_options(gen)
     _task_options(gen)
 
     _add_image_commands(sub)
@@ -114,7 +115,7 @@ def _add_headless_commands(sub) -> None:
         "--search",
         metavar="WORDS",
         help="only tasks with every word (or a word starting with it) in the prompt, negative prompt, "
-        "note, failure message, model or ids",
+        "note, failure message, model, ids or template values",
     )
     _common(lst, json_help="print a JSON array of tasks")
 
@@ -163,6 +164,12 @@ def _add_headless_commands(sub) -> None:
     )
     _common(models, json_help="print the table as one JSON object")
 
+    templates = sub.add_parser(
+        "templates",
+        help="list the saved prompt templates, each with the --var options that fill it",
+    )
+    _common(templates, json_help="print a JSON array of templates")
+
     imp = sub.add_parser(
         "import",
         help="read back how an image was made (the parameters kling-tui keeps inside every image it saves)",
@@ -180,6 +187,32 @@ def _ratio_arg(text: str) -> float:
 
 IMAGE_INPUT = "PATH|URL|TASK[:INDEX]"
 INPUT_HELP = "a .jpg/.png file, an http(s) URL, or image INDEX (default 1) of a task in the history"
+
+
+def _var_arg(text: str) -> tuple[str, list[str]]:
+    from kling_tui.work.templates import parse_assignment
+
+    try:
+        return parse_assignment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _template_options(parser: argparse.ArgumentParser) -> None:
+    """A prompt template: {a|b} alternatives in the prompt, {{NAME}} variables filled by --var."""
+    parser.add_argument(
+        "--var",
+        action="append",
+        type=_var_arg,
+        metavar="NAME=A,B",
+        help="the values of {{NAME}} in the prompt, comma-separated (\\, for a comma in one); repeatable. "
+        "A prompt with {a|b} alternatives or variables makes one task per combination",
+    )
+    parser.add_argument(
+        "--zip",
+        action="store_true",
+        help="pair the template's values instead: the first of each, then the second of each, ...",
+    )
 
 
 def _task_options(parser: argparse.ArgumentParser) -> None:
@@ -225,6 +258,7 @@ def _add_image_commands(sub) -> None:
     count = omni.add_mutually_exclusive_group()
     count.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
     count.add_argument("--series", type=int, metavar="K", help="a series of K coherent images, 2-9 (kling-v3-omni)")
+    _template_options(omni)
     _task_options(omni)
 
     expand = sub.add_parser(
@@ -258,6 +292,7 @@ def _add_image_commands(sub) -> None:
     multi.add_argument("--model", metavar="M", help="a model with multi-image to image, e.g. kling-v2-1")
     multi.add_argument("--n", type=int, metavar="N", help="number of images, 1-9")
     multi.add_argument("--aspect-ratio", metavar="R", help="e.g. 16:9, 1:1, 9:16")
+    _template_options(multi)
     _task_options(multi)
 
 
@@ -307,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "locate":
         return _locate()
+    if args.command == "templates":
+        from kling_tui.cli.templates import cmd_templates
+
+        return cmd_templates(args)
     if args.command == "mcp":
         from kling_tui.base.logs import setup_logging
         from kling_tui.mcp.server import run as run_mcp

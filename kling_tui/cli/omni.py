@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from kling_tui.api.types import OmniRequest
+from kling_tui.cli.fan_out import submit_templated
 from kling_tui.cli.output import Console
-from kling_tui.cli.submit import parents_of, resolve_inputs, submit_request
+from kling_tui.cli.submit import parents_of, resolve_inputs
 from kling_tui.config import Settings
 from kling_tui.history.store import HistoryStore
 
@@ -41,4 +42,4 @@ async def cmd_omni(args: argparse.Namespace, settings: Settings, store: HistoryS
         external_task_id=args.external_task_id,
         parents=parents_of(inputs),
     )
-    return await submit_request(args, settings, store, console, request, OPTIONS)
+    return await submit_templated(args, settings, store, console, request, OPTIONS)

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from kling_tui.api.errors import Problem
 from kling_tui.base.textsafe import plain
 from kling_tui.history.store import HistoryStore, TaskRecord
+from kling_tui.work.templates import describe_values
 
 EXIT_OK = 0
 
@@ -95,6 +96,9 @@ def record_json(store: HistoryStore, record: TaskRecord) -> dict[str, Any]:
         "note": record.note,
         "group": record.group,
         "parents": [dict(parent) for parent in record.parents],  # lineage: {"local_id", "image"}
+        "template": (
+            {"body": record.template, "values": dict(record.template_values)} if record.template is not None else None
+        ),
     }
 
 
@@ -140,6 +144,8 @@ def _record_lines(store: HistoryStore, record: TaskRecord) -> Iterator[str]:
         ("message", record.status_msg),
         ("model", record.model or "-"),
         ("prompt", record.prompt),
+        ("template", record.template),
+        ("values", describe_values(record.template_values.items())),
         ("n", record.n),
         ("created", _iso(record.created_at)),
         ("finished", _iso(record.finished_at)),

@@ -224,21 +224,34 @@ async def wait_until_final(
     """Follow the task with the shared tracker until it is final; API errors end the wait (exit 3),
     and so does `patience` (seconds) running out (`max_wait`, the whole command's, is named in
     the message). A history write that fails is reported and tried again: the wait goes on."""
+    (latest,) = await wait_until_all_final(session, [record], console, patience=patience, max_wait=max_wait)
+    return latest
+
+
+async def wait_until_all_final(
+    session: Session,
+    records: list[TaskRecord],
+    console: Console,
+    *,
+    patience: float | None = None,
+    max_wait: float | None = None,
+) -> list[TaskRecord]:
+    """`wait_until_final` for several tasks at once: one follower, so no change is lost between them."""
     workbench = session.workbench
-    latest = record
+    latest = {r.local_id: r for r in records}
     done = asyncio.Event()
     failures: list[Exception] = []
 
     def on_record(changed: TaskRecord) -> None:
-        nonlocal latest
-        if changed.local_id != record.local_id:
+        previous = latest.get(changed.local_id)
+        if previous is None:
             return
-        if changed.status != latest.status:
+        if changed.status != previous.status:
             unknown = changed.status not in SERVER_STATUSES and not changed.is_final
             note = " (a status kling-tui does not know; following until succeed or failed)" if unknown else ""
             console.progress(f"{changed.local_id}: {plain(changed.status)}{note}")
-        latest = changed
-        if changed.is_final:
+        latest[changed.local_id] = changed
+        if all(r.is_final for r in latest.values()):
             done.set()
 
     def on_error(exc: Exception) -> None:
@@ -248,30 +261,33 @@ async def wait_until_final(
         failures.append(exc)
         done.set()
 
-    if record.is_final:
-        return record
+    if all(r.is_final for r in records):
+        return records
     workbench.subscribe(on_record)
     follower = asyncio.create_task(workbench.follow(on_error=on_error))
     try:
         await asyncio.wait_for(done.wait(), patience)
     except TimeoutError:
+        first, *others = [r for r in latest.values() if not r.is_final]
+        also = f" (and {len(others)} more)" if others else ""
         raise CommandError(
-            f"gave up waiting after {span(max_wait or patience or 0)} (--max-wait): task {record.local_id} is still "
-            f"{plain(latest.status)} on the server; `kling-tui show {record.local_id}` looks again",
+            f"gave up waiting after {span(max_wait or patience or 0)} (--max-wait): task {first.local_id}{also} "
+            f"is still {plain(first.status)} on the server; `kling-tui show {first.local_id}` looks again",
             EXIT_API,
-            record=latest,
+            record=first,
         ) from None
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
-    if not latest.is_final and failures:
+    unfinished = [r for r in latest.values() if not r.is_final]
+    if unfinished and failures:
         error = failures[0]
         if isinstance(error, MissingCredentials):
             raise error
         code = error.code if isinstance(error, KlingError) else None
-        raise CommandError(f"following the task failed: {plain(error)}", EXIT_API, record=latest, code=code)
-    return latest
+        raise CommandError(f"following the task failed: {plain(error)}", EXIT_API, record=unfinished[0], code=code)
+    return list(latest.values())
 
 
 async def refresh(session: Session, record: TaskRecord) -> TaskRecord:

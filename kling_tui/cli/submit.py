@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kling_tui.api.capabilities import Capabilities, discontinued_model
@@ -79,30 +80,18 @@ async def submit_request(
                 f"external_task_id (--external-task-id): already used by task {used.local_id}; it must be unique",
                 EXIT_INVALID,
             )
-    if args.out and not args.wait:
-        raise CommandError("--out: only works with --wait (the images exist once the task has succeeded)", EXIT_INVALID)
-    out = out_dir(args.out)
-    remembered = load_retired(sandbox=args.sandbox)
-    model_name = getattr(request, "model_name", None)
-    notice = caps.retirement_notice(model_name, dt.date.today(), {n: r.since for n, r in remembered.items()})
-    if notice:
-        console.warn(plain(notice))
+    out = out_dir_for(args)
+    warn_retiring(args, caps, console, [getattr(request, "model_name", None)])
     estimate = request_price(request, caps)
     console.progress(f"estimate: ≈ {describe(estimate.units, caps)} for {_what(estimate)}")
     extra = {"estimate": estimate_json(estimate, caps)}
-    if settings.budget_daily is not None or settings.budget_session is not None:
-        spent = await asyncio.to_thread(spent_today, store, caps)
-        overruns = over_budget(settings, estimate.units, today=spent, session=0.0)  # a command is a session
-        if overruns and not args.yes:
-            raise CommandError(
-                f"not sent: {'; '.join(str(o) for o in overruns)} (add --yes to send anyway)", EXIT_INVALID
-            )
+    await check_budget(args, settings, store, estimate.units)
     patience = float(getattr(args, "max_wait", None) or 1800.0)
     started = time.monotonic()
     async with open_session(settings, store, sandbox=args.sandbox) as session:
         session.require_credentials(settings)
         try:
-            record = await _submit(session, request, patience, console)  # recorded before it is sent
+            record = await submit_one(session, request, patience, console)  # recorded before it is sent
         except InvalidRequest as exc:
             raise invalid(exc, options) from None
         if record.status == "not_created":
@@ -131,10 +120,37 @@ async def submit_request(
     return EXIT_OK
 
 
+def out_dir_for(args: argparse.Namespace) -> Path | None:
+    if args.out and not args.wait:
+        raise CommandError("--out: only works with --wait (the images exist once the task has succeeded)", EXIT_INVALID)
+    return out_dir(args.out)
+
+
+def warn_retiring(args: argparse.Namespace, caps: Capabilities, console: Console, models: Iterable[str | None]) -> None:
+    """A warning per model that has retired or retires within 30 days."""
+    remembered = load_retired(sandbox=args.sandbox)
+    for name in dict.fromkeys(models):
+        notice = caps.retirement_notice(name, dt.date.today(), {n: r.since for n, r in remembered.items()})
+        if notice:
+            console.warn(plain(notice))
+
+
+async def check_budget(args: argparse.Namespace, settings: Settings, store: HistoryStore, units: float) -> None:
+    """Exit 2 when `units` would pass the config's [budget], unless --yes."""
+    if settings.budget_daily is None and settings.budget_session is None:
+        return
+    spent = await asyncio.to_thread(spent_today, store, settings.capabilities())
+    overruns = over_budget(settings, units, today=spent, session=0.0)  # a command is a session
+    if overruns and not args.yes:
+        raise CommandError(f"not sent: {'; '.join(str(o) for o in overruns)} (add --yes to send anyway)", EXIT_INVALID)
+
+
 SLOT_PROGRESS_EVERY = 10.0  # seconds between "waiting for a free slot" lines
 
 
-async def _submit(session: Session, request: Request, patience: float, console: Console) -> TaskRecord:
+async def submit_one(
+    session: Session, request: Request, patience: float, console: Console, group: str | None = None
+) -> TaskRecord:
     """Record and send the task; while the server answers 1303 it waits in the queue for a
     free slot (progress on a terminal), at most `patience` seconds in all."""
     workbench = session.workbench
@@ -156,7 +172,7 @@ async def _submit(session: Session, request: Request, patience: float, console: 
 
     workbench.subscribe(on_record)
     try:
-        return await workbench.submit(request, patience=patience)
+        return await workbench.submit(request, group, patience=patience)
     except (asyncio.CancelledError, KeyboardInterrupt):
         # Interrupted (Ctrl-C) before a slot was free: not created, and history says so.
         for local_id in list(workbench.queue):

@@ -19,7 +19,8 @@ from typing import Any
 
 from kling_tui.base.atomic import exclusive
 
-INDEX_VERSION = 3  # 2: the parents column (lineage); 3: full-text search (tasks_fts)
+# 2: the parents column (lineage); 3: full-text search (tasks_fts); 4: template values in it
+INDEX_VERSION = 4
 # The index holds every prompt. SQLite gives its -wal and -shm files the main file's mode.
 FILE_MODE = 0o600
 
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS dirty (local_id TEXT PRIMARY KEY);
 -- hands out the newest matches first and stops at a page. Prefix indexes make a search
 -- that is still being typed ("a", "fo") as cheap as a whole word.
 CREATE VIRTUAL TABLE IF NOT EXISTS tasks_fts USING fts5(
-    prompt, negative_prompt, note, status_msg, other,
+    prompt, negative_prompt, note, status_msg, other, template,
     tokenize = 'unicode61 remove_diacritics 2', prefix = '1 2'
 );
 """
@@ -141,7 +142,8 @@ def row_values(record: Any) -> tuple:
     negative = record.params.get("negative_prompt")
     other = (model or "", record.task_id or "", record.external_task_id or "")
     parts = (prompt, negative if isinstance(negative, str) else "", record.note or "", record.status_msg or "")
-    fulltext = _FIELD_SEP.join(part.replace(_FIELD_SEP, " ") for part in (*parts, " ".join(other)))
+    template = " ".join(getattr(record, "template_values", {}).values())
+    fulltext = _FIELD_SEP.join(part.replace(_FIELD_SEP, " ") for part in (*parts, " ".join(other), template))
     # " id:image " per parent (see _lineage_rows).
     parents = "".join(f" {p['local_id']}:{p['image']} " for p in getattr(record, "parents", ()))
     return (
@@ -175,7 +177,8 @@ def _lineage_rows(values: tuple) -> list[tuple[str, str]]:
 # -- full-text search -----------------------------------------------------------------------
 
 _FIELD_SEP = "\x1f"  # between the fulltext column's parts, one per column of tasks_fts
-_FTS_COLUMNS = "prompt, negative_prompt, note, status_msg, other"
+_FTS_COLUMNS = "prompt, negative_prompt, note, status_msg, other, template"
+_FTS_INSERT = f"INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _WORD = re.compile(r"\w+")
 
 
@@ -504,7 +507,7 @@ def _upsert_row(conn: sqlite3.Connection, values: tuple) -> None:
         key += 1  # two tasks created in the same microsecond
     conn.execute(_UPSERT, (*values, key))
     parts = values[_COLUMNS.index("fulltext")].split(_FIELD_SEP)
-    conn.execute(f"INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", (key, *parts))
+    conn.execute(_FTS_INSERT, (key, *parts))
     conn.execute("DELETE FROM lineage WHERE child = ?", (values[0],))
     conn.executemany("INSERT OR IGNORE INTO lineage VALUES (?, ?)", _lineage_rows(values))
 
@@ -521,7 +524,7 @@ def _insert_all(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
         keyed.append((*values, key))
         fts.append((key, *values[fulltext].split(_FIELD_SEP)))
     conn.executemany(_UPSERT, keyed)
-    conn.executemany(f"INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", fts)
+    conn.executemany(_FTS_INSERT, fts)
     conn.executemany(
         "INSERT OR IGNORE INTO lineage VALUES (?, ?)", (pair for values in keyed for pair in _lineage_rows(values[:-1]))
     )

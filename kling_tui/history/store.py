@@ -96,6 +96,10 @@ class TaskRecord:
     # Lineage: the tasks whose images this one was made from, as {"local_id": ..., "image": 1-based};
     # image 0 stands for the task itself (a re-run on another model).
     parents: list[dict[str, Any]] = field(default_factory=list)
+    # The prompt template the task was filled from, and the value each of its slots took
+    # ({"animal": "cat", "{1}": "red"}; see work.templates).
+    template: str | None = None
+    template_values: dict[str, str] = field(default_factory=dict)
 
     @property
     def slots(self) -> int:
@@ -221,6 +225,8 @@ def record_to_toml(record: TaskRecord) -> str:
     doc["params"] = _clean_params(record.params)
     if record.parents:
         doc["parents"] = [{"local_id": p["local_id"], "image": p["image"]} for p in record.parents]
+    if record.template is not None:
+        doc["template"] = {"body": record.template, "values": dict(record.template_values)}
     return tomli_w.dumps({k: v for k, v in doc.items() if v is not None})
 
 
@@ -275,6 +281,20 @@ def _parents(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return parents
 
 
+def _template(data: Mapping[str, Any]) -> tuple[str | None, dict[str, str]]:
+    value = _expect(data, "template", dict)
+    if value is None:
+        return None, {}
+    body, values = value.get("body"), value.get("values", {})
+    if not (
+        isinstance(body, str)
+        and isinstance(values, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
+    ):
+        raise RecordError('template must be {body = "...", values = {name = "value", ...}}')
+    return body, dict(values)
+
+
 def record_from_toml(local_id: str, text: str) -> TaskRecord:
     """Parse one task.toml; raises RecordError when it is damaged or from a newer version."""
     try:
@@ -286,6 +306,7 @@ def record_from_toml(local_id: str, text: str) -> TaskRecord:
         raise RecordError(f"schema_version {version} is newer than this kling-tui understands ({SCHEMA_VERSION})")
     kind = _expect(data, "kind", str, required=True)
     status = _expect(data, "status", str, "pending")
+    template, template_values = _template(data)
     return TaskRecord(
         local_id=local_id,
         kind=kind,
@@ -308,6 +329,8 @@ def record_from_toml(local_id: str, text: str) -> TaskRecord:
         queue_position=_number(data, "queue_position"),
         parents=_parents(data),
         owner=_expect(data, "owner", str),
+        template=template,
+        template_values=template_values,
     )
 
 
@@ -570,10 +593,12 @@ class HistoryStore:
         *,
         owner: str | None = None,
         status: str = "pending",
+        template: tuple[str, Sequence[tuple[str, str]]] | None = None,
     ) -> TaskRecord:
         """Record a task before it is sent (status "pending"), so a crash never loses it.
 
-        `parents` are (local id, 1-based image index) of the history images it was made from.
+        `parents` are (local id, 1-based image index) of the history images it was made from;
+        `template` the prompt template it was filled from and each slot's value.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}")
@@ -597,6 +622,8 @@ class HistoryStore:
                 parents=[{"local_id": parent, "image": image} for parent, image in parents],
                 owner=owner,
                 status=status,
+                template=template[0] if template else None,
+                template_values=dict(template[1]) if template else {},
             )
             try:
                 self._save(record, new_folder=True)
@@ -729,7 +756,8 @@ class HistoryStore:
         starred: bool | None = None,
         words: str | None = None,
     ) -> list[TaskRow]:
-        """Newest first. `words`: full-text search (prompt, negative prompt, note, failure message, model, ids)."""
+        """Newest first. `words`: full-text search (prompt, negative prompt, note, failure message, model,
+        ids, template values)."""
         return self._guarded(
             lambda: self._index.recent(limit, offset, text=text, status=status, starred=starred, words=words)
         )

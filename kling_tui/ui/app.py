@@ -82,6 +82,8 @@ class KlingApp(App[None]):
         Binding("f1,question_mark", "help", "Help", id="app.help"),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
         Binding("slash", "filter", "Filter", id="app.filter"),
+        Binding("ctrl+t", "templates", "Templates", id="app.templates"),
+        Binding("ctrl+b", "save_template", "Save prompt as template", show=False, id="app.save_template"),
         Binding("s", "cycle_status", "Status filter", show=False, id="app.status_filter"),
         Binding("o", "open_image", "Open", show=False, id="app.open_image"),
         Binding("y", "copy_url", "Copy URL", show=False, id="app.copy_url"),
@@ -255,7 +257,7 @@ class KlingApp(App[None]):
             from kling_tui.ui.dialogs import SetupScreen
 
             self.push_screen(SetupScreen(), self._setup_done)
-        self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
+        self.form.query_one(PromptArea).past_prompts = self._past_prompts(500)
         self._fit_layout(self.size.width)
         if self.narrow and self.table.row_count:
             self._show_pane("tasks-pane")
@@ -390,7 +392,7 @@ class KlingApp(App[None]):
         self._warned = 0
         self._flush_store_warnings()
         self.reload_table()
-        self.form.query_one(PromptArea).past_prompts = self.store.prompts(500)
+        self.form.query_one(PromptArea).past_prompts = self._past_prompts(500)
 
     @work(thread=True, group="sandbox")
     def _start_sandbox(self) -> None:
@@ -801,6 +803,7 @@ class KlingApp(App[None]):
                     ("tab / shift+tab", "Next / previous field"),
                     ("up / down in the prompt", "Past prompts, like a shell"),
                     ("ctrl+r in the prompt", "Search past prompts"),
+                    ("{a|b} / {{name}} in the prompt", "A template: one task per alternative / value"),
                     ("@ in the prompt", "Omni: insert a reference as <<<image_N>>>"),
                     ("a / t on the references", "Add a file or URL / an image from history"),
                     ("d / K / J on the references", "Remove (renumbers the prompt) / move up / down"),
@@ -1061,7 +1064,7 @@ class KlingApp(App[None]):
         self.push_screen(TaskImagePick(items), chosen)
 
     def _resubmit(self, record: TaskRecord, *, as_child: bool = False, **changes: Any) -> None:
-        from kling_tui.api.types import request_from_params
+        from kling_tui.api.types import TemplateUse, request_from_params
 
         if not self.ensure_connected():
             self.notify("Not connected yet.", severity="warning")
@@ -1069,6 +1072,8 @@ class KlingApp(App[None]):
         params = {**record.params, **changes}
         params.pop("external_task_id", None)  # a fresh id: this is a new task
         request = request_from_params(record.kind, params)
+        if record.template is not None:  # the same filling of the same template
+            request.template = TemplateUse(record.template, tuple(record.template_values.items()))
         notice = self.caps.retirement_notice(getattr(request, "model_name", None), dt.date.today(), self.retired)
         if notice:  # the form warns as you edit; a re-run from the table warns as it goes
             self.notify(plain(notice), title="Model retiring", severity="warning", markup=False)
@@ -1209,9 +1214,15 @@ class KlingApp(App[None]):
             return
         self.update_header()
 
+    def _past_prompts(self, limit: int) -> list[str]:
+        """Sent prompts as the form takes them back: a brace they were sent with stays literal."""
+        from kling_tui.work.templates import escape
+
+        return [escape(p) for p in self.store.prompts(limit)]
+
     @on(PromptArea.SearchRequested)
     def _search_prompts(self) -> None:
-        prompts = self.store.prompts(2000)
+        prompts = self._past_prompts(2000)
 
         def chosen(prompt: str | None) -> None:
             if prompt is not None:
@@ -1220,6 +1231,63 @@ class KlingApp(App[None]):
         from kling_tui.ui.pickers import PromptSearch
 
         self.push_screen(PromptSearch(prompts), chosen)
+
+    # -- saved templates ----------------------------------------------------------------
+    def action_templates(self) -> None:
+        from kling_tui.ui.pickers import TemplatePick
+        from kling_tui.work.saved_templates import load_templates
+
+        templates, warnings = load_templates()
+        for warning in warnings:
+            self.notify(warning, severity="warning", markup=False)
+        if not templates:
+            self.notify("No saved templates yet: ctrl+b saves the form's prompt as one.", severity="warning")
+            return
+
+        def chosen(template: Any) -> None:
+            if template is not None:
+                self._template_name = template.name
+                self._focus_pane(
+                    "form-pane", lambda: self.form.use_template(template.body, template.variables, template.zipped)
+                )
+
+        self.push_screen(TemplatePick(templates), chosen)
+
+    def action_save_template(self) -> None:
+        from kling_tui.ui.dialogs import TextDialog
+        from kling_tui.ui.template_values import TemplateValues
+        from kling_tui.work.saved_templates import SavedTemplate, TemplateNameError, save_template
+
+        body = self.form.query_one(PromptArea).text
+        if not body.strip():
+            self.notify("The prompt is empty: nothing to save as a template.", severity="warning")
+            return
+        table = next(iter(self.form.query(TemplateValues)), None)
+        values = table.values() if table is not None and table.display else {}
+        zipped = bool(table is not None and table.display and table.zipped)
+
+        def save(name: str | None) -> None:
+            if name is None:
+                return
+            try:
+                _, aside = save_template(SavedTemplate(name, body, values, zipped))
+            except (TemplateNameError, OSError) as exc:
+                self.notify(f"Not saved: {exc}", severity="error", markup=False)
+                return
+            self._template_name = name.strip()
+            if aside:
+                self.notify(f"The old templates file could not be read in full; it was kept as {aside}.", markup=False)
+            self.notify(f"Saved the template “{name.strip()}” (ctrl+t recalls it).", markup=False, timeout=3)
+
+        self.push_screen(
+            TextDialog(
+                "Save the prompt as a template",
+                getattr(self, "_template_name", ""),
+                "a name",
+                hint="enter saves (a template of the same name is replaced) · escape cancels",
+            ),
+            save,
+        )
 
     # -- seeing images ------------------------------------------------------------------
     def table_order(self) -> list[str]:

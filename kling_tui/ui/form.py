@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.text import Text
 from textual import events, on
@@ -36,6 +36,10 @@ from kling_tui.ui.references import (
     after_swap,
     parents_of,
 )
+
+if TYPE_CHECKING:
+    from kling_tui.ui.template_values import TemplateValues
+    from kling_tui.work.variants import FanOut
 
 FormRequest = GenerationRequest | MultiImageRequest | OmniRequest
 W = TypeVar("W", bound=Widget)
@@ -462,10 +466,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     def load_params(self, kind: str, params: dict[str, Any], references: list[Reference] | None = None) -> None:
         """Put a recorded task's parameters into the form (an Omni task's images as `references`)."""
+        from kling_tui.work.templates import escape
+
         values: dict[str, Any] = {
             "mode": kind if kind in ("multi", "omni") else "generation",
             "model": params.get("model_name") or self.caps.default_model,
-            "prompt": params.get("prompt") or "",
+            "prompt": escape(params.get("prompt") or ""),  # braces it was sent with stay literal
             "reference": params.get("image_reference") or NO_REFERENCE,
             "aspect": params.get("aspect_ratio") or "16:9",
             "resolution": params.get("resolution") or "1k",
@@ -568,13 +574,21 @@ class GenerationForm(VerticalScroll, can_focus=False):
         from kling_tui.work.variants import expand
 
         request, _ = self.build_request()
+        return expand(request, self._fan_out())
+
+    def _fan_out(self) -> FanOut:
+        from kling_tui.work.variants import FanOut
+
         # The model and ratio lists are the generation endpoint's: hidden, and not used, in Omni mode.
         omni = self.mode == "omni"
-        return expand(
-            request,
+        table: TemplateValues | None = getattr(self, "_template_values", None)
+        shown = table if table is not None and table.display else None  # hidden: no template now
+        return FanOut(
             split_lines=self.query_one("#split-lines", Checkbox).value,
             models=[] if omni else list(self.query_one("#more-models", SelectionList).selected),
             ratios=[] if omni else list(self.query_one("#more-ratios", SelectionList).selected),
+            variables=shown.values() if shown else {},
+            zipped=bool(shown and shown.zipped),
         )
 
     # -- model awareness ---------------------------------------------------------------
@@ -704,22 +718,25 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     # -- validation --------------------------------------------------------------------
     def validate_now(self) -> list[Problem]:
+        from kling_tui.work.variants import check_fan_out, fan_out_problems, variant_label
+
         request, problems = self.build_request()
         read_fields = {p.field for p in problems}
         problems += [p for p in request.problems(self.caps) if p.field not in read_fields]
+        problems += fan_out_problems(request, self._fan_out())
         variants = self.variant_requests()
-        if len(variants) > 1 and not problems:
+        if (len(variants) > 1 or variants[0].template) and not problems:
             # Each combination must stand on its own (e.g. 21:9 is not on every model).
-            for number, variant in enumerate(variants[1:], start=2):
-                for p in variant.problems(self.caps):
-                    where = f"variant {number} ({variant.model_name}, {variant.aspect_ratio})"
-                    problems.append(Problem(p.field, f"{p.rule} [{where}]", p.code))
+            for number, p in check_fan_out(variants, self.caps):
+                where = variant_label(number, variants[number - 1])
+                problems.append(Problem(p.field, f"{p.rule} [{where}]", p.code))
         self.problems = problems
         self._show_problems(problems, request, variants)
         return problems
 
     def _show_problems(self, problems: list[Problem], request: FormRequest, variants: list[FormRequest]) -> None:
-        bad_widgets = {FIELD_WIDGET.get(p.field.split("[")[0], "") for p in problems}
+        # A field of no widget here is a template variable's: "{{animal}}" is shown by #var-animal.
+        bad_widgets = {FIELD_WIDGET.get(f, "var-" + f.strip("{}")) for f in (p.field.split("[")[0] for p in problems)}
         for p in problems:
             if p.field.startswith("subject_image_list["):
                 index = int(p.field.split("[")[1].split("]")[0])
@@ -804,7 +821,29 @@ class GenerationForm(VerticalScroll, can_focus=False):
     @on(Checkbox.Changed)
     @on(SelectionList.SelectedChanged)
     def _prompt_changed(self) -> None:
+        self._show_template_values()
         self.schedule_validation()
+
+    def _show_template_values(self) -> None:
+        """The values table, mounted below the prompt the first time it has a template."""
+        text = self.query_one("#prompt", TextArea).text
+        table: TemplateValues | None = getattr(self, "_template_values", None)
+        if table is None and "{" not in text:
+            return
+        from kling_tui.work.templates import variables_in
+
+        names, slots = variables_in(text)
+        wanted = bool(names) or slots > 1  # the zip toggle matters from two slots on
+        if table is None:
+            if not wanted:
+                return
+            from kling_tui.ui.template_values import INPUT_PREFIX, TemplateValues
+
+            kept = {k.removeprefix(INPUT_PREFIX): v for k, v in self._draft.items() if k.startswith(INPUT_PREFIX)}
+            table = self._template_values = TemplateValues(names, kept=kept, id="template-values")
+            self.mount(table, after="#prompt")
+        table.show_variables(names)
+        table.display = wanted
 
     @on(Button.Pressed, "#submit")
     def _submit_pressed(self) -> None:
@@ -813,6 +852,15 @@ class GenerationForm(VerticalScroll, can_focus=False):
     @on(Input.Submitted)
     def _input_submitted(self) -> None:
         self.post_message(self.SubmitRequested())
+
+    def use_template(self, body: str, values: Mapping[str, Sequence[str]], zipped: bool) -> None:
+        """A saved template: its body into the prompt, its values into the values table."""
+        self.set_prompt(body)
+        self._show_template_values()
+        table: TemplateValues | None = getattr(self, "_template_values", None)
+        if table is not None:
+            table.use(values, zipped)
+        self.focus_prompt()
 
     def focus_prompt(self) -> None:
         self.query_one("#prompt", TextArea).focus()

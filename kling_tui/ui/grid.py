@@ -1,4 +1,5 @@
-"""A task's images, or a variant group's, side by side; each cell labelled with what differs."""
+"""A task's images, or a variant group's, side by side; each cell labelled with what differs
+(the template values first, for tasks filled from a prompt template)."""
 
 from __future__ import annotations
 
@@ -71,9 +72,22 @@ def differing_fields(records: Sequence[TaskRecord]) -> list[str]:
     return [n for n in LABEL_FIELDS if n in differ] + sorted(differ - set(LABEL_FIELDS))
 
 
+def differing_values(records: Sequence[TaskRecord]) -> list[str]:
+    """The template slots whose values are not the same in every record."""
+    keys = dict.fromkeys(key for record in records for key in record.template_values)
+    return [key for key in keys if len({r.template_values.get(key) for r in records}) > 1]
+
+
+def _value(value: str | None) -> str:
+    return "—" if value is None else _short(value, 16) if value else "∅"  # ∅: an empty alternative
+
+
 def grid_items(store: HistoryStore, records: Sequence[TaskRecord]) -> list[GridItem]:
     """Every saved image of `records`, labelled: by position for one task, by what differs for several."""
     fields = differing_fields(records) if len(records) > 1 else []
+    slots = differing_values(records) if len(records) > 1 else []
+    if slots:  # the values say how the prompts differ, in fewer words
+        fields = [f for f in fields if f != "prompt"]
     items: list[GridItem] = []
     for record in records:
         folder = store.task_dir(record.local_id)
@@ -82,7 +96,8 @@ def grid_items(store: HistoryStore, records: Sequence[TaskRecord]) -> list[GridI
             if len(records) == 1:
                 label = f"image {index + 1}/{count}"
             else:
-                parts = [_part(f, record.params.get(f, "—")) for f in fields]
+                parts = [_value(record.template_values.get(k)) for k in slots]
+                parts += [_part(f, record.params.get(f, "—")) for f in fields]
                 label = " · ".join(parts) or record.local_id
                 if count > 1:
                     label += f" · #{index + 1}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from rich.text import Text
 from textual import on
@@ -14,6 +14,11 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from kling_tui.base.textsafe import plain
+
+if TYPE_CHECKING:
+    from textual.fuzzy import Matcher
+
+    from kling_tui.work.saved_templates import SavedTemplate
 
 T = TypeVar("T")
 
@@ -147,3 +152,23 @@ class TaskImagePick(SearchPick[tuple[str, int]]):
 
     def matches(self, needle: str, label: str) -> bool:
         return fuzzy(needle, label.casefold())
+
+
+class TemplatePick(SearchPick["SavedTemplate"]):
+    """ctrl+t: the saved templates, matched by name and prompt as the command palette matches."""
+
+    TITLE = "Saved templates"
+    HINT = "type parts of the name or prompt · enter puts it in the form · escape cancels"
+
+    def __init__(self, templates: list[SavedTemplate]) -> None:
+        super().__init__([(f"{t.name} — {t.body}", t) for t in templates])
+        self._matcher: Matcher | None = None
+
+    def matches(self, needle: str, label: str) -> bool:
+        if not needle.strip():
+            return True
+        from textual.fuzzy import Matcher
+
+        if self._matcher is None or self._matcher.query != needle:
+            self._matcher = Matcher(needle)
+        return self._matcher.match(label) > 0

@@ -182,6 +182,7 @@ class Workbench:
             parents=request.parents,
             owner=self.owner,
             status=status,
+            template=(request.template.body, request.template.values) if request.template else None,
         )
         request.external_task_id = record.external_task_id
         if group:
