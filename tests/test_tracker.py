@@ -254,3 +254,18 @@ async def test_an_idle_tracker_sends_nothing_until_a_task_is_tracked(sandbox, cl
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+async def test_cancelling_the_poller_stops_it_even_as_it_is_woken(client):
+    # A command ends by cancelling its poller; if a wake-up (a task just sent) lands in the same
+    # moment, the cancel must still win. (With asyncio.wait_for on Python 3.11 it could be lost,
+    # and the command waited forever for a poller that went on.)
+    for _ in range(20):
+        tracker = Tracker(client, min_interval=5.0, max_interval=5.0)
+        tracker.track("task-1")
+        polling = asyncio.create_task(tracker.run(lambda change: None))
+        await asyncio.sleep(0)  # into the pause before the first cycle
+        tracker.wake()
+        polling.cancel()
+        done, _ = await asyncio.wait([polling], timeout=5)
+        assert done and polling.cancelled()

@@ -266,7 +266,8 @@ async def wait_until_all_final(
     workbench.subscribe(on_record)
     follower = asyncio.create_task(workbench.follow(on_error=on_error))
     try:
-        await asyncio.wait_for(done.wait(), patience)
+        async with asyncio.timeout(patience):  # not wait_for: see Tracker._pause
+            await done.wait()
     except TimeoutError:
         first, *others = [r for r in latest.values() if not r.is_final]
         also = f" (and {len(others)} more)" if others else ""

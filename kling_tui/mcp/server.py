@@ -176,7 +176,8 @@ class Service:
             waiter: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(record.local_id, []).append(waiter)
             with contextlib.suppress(TimeoutError):
-                record = await asyncio.wait_for(waiter, timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see Tracker._pause
+                    record = await waiter
             record = self.store.get(record.local_id) or record
         if record.status == "succeed":
             record = await self.workbench.save_images(record)

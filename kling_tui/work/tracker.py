@@ -194,7 +194,10 @@ class Tracker:
                 break
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that
+                # lands as the event is set, and the poller would go on after its command ended.
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
             except TimeoutError:
                 break
         self._poll_now = False

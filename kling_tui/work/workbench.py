@@ -345,7 +345,8 @@ class Workbench:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(local_id, []).append(waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), patience)
+            async with asyncio.timeout(patience):  # not wait_for: see Tracker._pause
+                return await asyncio.shield(waiter)
         except TimeoutError:
             pass
         # Dropped once it is back in the queue; while a create is on its way, its answer
