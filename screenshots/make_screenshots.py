@@ -31,11 +31,12 @@ async def main() -> None:
     for name in ("KLING_ACCESS_KEY", "KLING_SECRET_KEY", "KLING_API_KEY", "KLING_BASE_URL"):
         os.environ.pop(name, None)
 
-    from textual.widgets import Input, Select, TextArea
+    from textual.widgets import Input, TextArea
 
     from kling_tui.config import load_settings
     from kling_tui.sandbox import Sandbox, SandboxConfig
     from kling_tui.ui.app import make_app
+    from kling_tui.ui.choice import Choice
 
     def save(app, name: str) -> None:
         app.save_screenshot(filename=f"{name}.svg", path=str(HERE))
@@ -52,9 +53,9 @@ async def main() -> None:
             ]
             for prompt, model, ratio, n in prompts:
                 app.query_one("#prompt", TextArea).text = prompt
-                app.query_one("#model", Select).value = model
+                app.query_one("#model", Choice).value = model
                 await pilot.pause()
-                app.query_one("#aspect", Select).value = ratio
+                app.query_one("#aspect", Choice).value = ratio
                 app.query_one("#n", Input).value = n
                 await pilot.pause(0.3)
                 await pilot.press("ctrl+j")
@@ -92,7 +93,7 @@ async def main() -> None:
             save(app, "compare")
             await pilot.press("escape")
 
-            app.query_one("#model", Select).value = "kling-v2-new"
+            app.query_one("#model", Choice).value = "kling-v2-new"
             app.query_one("#n", Input).value = "12"
             app.form.focus_prompt()
             await pilot.pause(0.5)
