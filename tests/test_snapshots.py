@@ -87,7 +87,7 @@ async def test_the_first_frame_is_the_whole_app(snapshot, sandbox, history):
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_for(pilot, lambda: bool(first), what="the first frame")
     svg = first[0]
-    for visible in ("New task", "Prompt", "Model", "Also on models", "Tasks (12)", "a lighthouse o", "Preview"):
+    for visible in ("New task", "Prompt", "Model", "Variants", "Tasks (12)", "a lighthouse o", "Preview"):
         assert visible.replace(" ", "&#160;") in svg or visible in svg, visible
     assert svg == snapshot(extension_class=SVGImageExtension)
 

@@ -155,6 +155,9 @@ async def test_variants_fan_out_as_one_group_after_confirming(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(140, 40)) as pilot:
         app.query_one("#prompt", TextArea).text = "a teapot\na kettle"
+        app.query_one("#variants-open").focus()
+        await pilot.press("enter")  # the variant fields are built when opened
+        await wait_for(pilot, lambda: app.focused is app.query_one("#split-lines"), what="the variant fields")
         app.query_one("#split-lines", Checkbox).value = True
         app.query_one("#more-models", SelectionList).select("kling-v2")
         await wait_for(pilot, lambda: "4 tasks" in str(app.query_one("#estimate").render()))

@@ -25,7 +25,7 @@ from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniReques
 from kling_tui.api.validation import PROMPT_MAX, SERIES_MAX, SERIES_MIN, images_made
 from kling_tui.base.textsafe import plain
 from kling_tui.ui.choice import Choice
-from kling_tui.ui.deferred import Deferred
+from kling_tui.ui.deferred import Deferred, Opener
 from kling_tui.ui.references import (
     REMOVED_MARK,
     Reference,
@@ -195,6 +195,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         # Values for fields not built yet (see build_deferred), by widget id; "references" too.
         self._held: dict[str, Any] = {}
         self.deferred_ready = False
+        self.variants_ready = False  # the variant fields are built when the user opens them
         # Models the service said are discontinued (with the day it did), and the date they are judged by.
         self.retired: dict[str, dt.date] = dict(retired or {})
         self.today = today
@@ -269,20 +270,52 @@ class GenerationForm(VerticalScroll, can_focus=False):
         yield Input(placeholder="a fresh id is made when empty", id="external-id", compact=True)
         yield Label("Callback URL (optional)", classes="field-label")
         yield Input(placeholder="https://…", id="callback", compact=True)
-        yield Label("Variants (each combination is its own task)", classes="field-label")
-        yield Checkbox("One task per prompt line", id="split-lines")
-        with Horizontal(classes="row", id="variant-lists"):
-            with Vertical(classes="half"):
-                yield Label("Also on models", classes="field-label")
-                yield SelectionList[str](
-                    *[(m, m) for m in caps.models_for("generations")], id="more-models", compact=True
-                )
-            with Vertical(classes="half"):
-                yield Label("Also in ratios", classes="field-label")
-                yield SelectionList[str](id="more-ratios", compact=True)
+        yield Opener("▸ Variants: prompt lines, models, ratios", id="variants-open")
+        yield Deferred(self._variant_fields, id="variant-fields", on_demand=True)
         yield Static("", id="problems")
         yield Static("", id="estimate")
         yield Button("Submit  ctrl+j", id="submit", variant="primary", compact=True)
+
+    def _variant_fields(self) -> list[Widget]:
+        return [
+            Label("Variants (each combination is its own task)", classes="field-label"),
+            Checkbox("One task per prompt line", id="split-lines"),
+            Horizontal(
+                Vertical(
+                    Label("Also on models", classes="field-label"),
+                    SelectionList[str](
+                        *[(m, m) for m in self.caps.models_for("generations")], id="more-models", compact=True
+                    ),
+                    classes="half",
+                ),
+                Vertical(
+                    Label("Also in ratios", classes="field-label"),
+                    SelectionList[str](id="more-ratios", compact=True),
+                    classes="half",
+                ),
+                classes="row",
+                id="variant-lists",
+            ),
+        ]
+
+    @on(Opener.Opened, "#variants-open")
+    def open_variants(self) -> None:
+        """Build the variant fields (once) in place of their one-line opener."""
+        group = self.query_one("#variant-fields", Deferred)
+        if group.built:
+            return
+        self.query_one("#variants-open").display = False
+        mounting = group.build()
+
+        async def mounted() -> None:
+            await mounting
+            if not self.query("#split-lines"):  # the app closed first
+                return
+            self.variants_ready = True
+            self.refresh_capabilities()
+            self.query_one("#split-lines", Checkbox).focus()
+
+        self.run_worker(mounted(), group="variant-fields")
 
     def _omni_fields(self) -> list[Widget]:
         return [
@@ -360,7 +393,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
     def build_deferred(self) -> None:
         """Start building the fields composed later (see compose). Until they are mounted,
         the values handed to them are held (`_held`) and read from there."""
-        mounting = [group.build() for group in self.query(Deferred) if not group.built]
+        mounting = [group.build() for group in self.query(Deferred) if not group.built and not group.on_demand]
         if not mounting:
             return
 
@@ -583,6 +616,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
         omni = self.mode == "omni"
         table: TemplateValues | None = getattr(self, "_template_values", None)
         shown = table if table is not None and table.display else None  # hidden: no template now
+        if not self.variants_ready:  # not opened: no variants
+            return FanOut(variables=shown.values() if shown else {}, zipped=bool(shown and shown.zipped))
         return FanOut(
             split_lines=self.query_one("#split-lines", Checkbox).value,
             models=[] if omni else list(self.query_one("#more-models", SelectionList).selected),
@@ -689,8 +724,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._show("#human-fidelity-box", bool(show_human))
 
         self._set_options("aspect", model.aspect_ratios, pending.get("aspect"))
-        more_ratios = self.query_one("#more-ratios", SelectionList)
-        if more_ratios.option_count == 0:
+        more_ratios = self.query_one("#more-ratios", SelectionList) if self.variants_ready else None
+        if more_ratios is not None and more_ratios.option_count == 0:
             generation = [self.caps.models[m] for m in self.caps.models_for("generations")]
             every = list(dict.fromkeys(r for m in generation for r in m.aspect_ratios))
             more_ratios.add_options([(r, r) for r in every])
