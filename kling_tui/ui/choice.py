@@ -119,6 +119,7 @@ class Choice(Widget, can_focus=True):
 class ChoiceMenu(ModalScreen[str | None]):
     """A Choice's options, drawn over the form just below it (above it near the bottom)."""
 
+    # Its see-through background is in app.tcss: set here, below ModalScreen's, it did not take.
     DEFAULT_CSS = """
     ChoiceMenu {
         & > #choice-menu {
