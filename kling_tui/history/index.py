@@ -367,16 +367,17 @@ class TaskIndex:
             if root_mtime_ns is not None:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('root_mtime_ns', ?)", (str(root_mtime_ns),))
 
-    def refresh(self, local_id: str, read: Callable[[], tuple | None]) -> None:
+    def refresh(self, read: Callable[[], tuple | None]) -> None:
         """Write one row from `read()` (its task's file, read now) while holding the index's write
-        lock. A writer upserts its row only after writing its file, so its newer row can never be
-        overwritten by a read of the file from before that write. None from `read` writes nothing."""
+        lock, and clear its dirty mark. A writer upserts its row only after writing its file, so
+        its newer row can never be overwritten by a read of the file from before that write.
+        None from `read` writes nothing."""
         with self.transaction() as conn:
             values = read()
             if values is None:
                 return
             _upsert_row(conn, values)
-            conn.execute("DELETE FROM dirty WHERE local_id = ?", (local_id,))
+            conn.execute("DELETE FROM dirty WHERE local_id = ?", (values[0],))
 
     def upsert_many(self, rows: Iterable[tuple]) -> None:
         rows = list(rows)

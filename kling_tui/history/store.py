@@ -455,7 +455,7 @@ class HistoryStore:
             loaded[0] = self._load(local_id)
             return None if loaded[0] is None else row_values(loaded[0])
 
-        self._index.refresh(local_id, read)
+        self._index.refresh(read)
         return loaded[0]
 
     def _task_folders(self) -> list[str]:
