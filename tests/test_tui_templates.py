@@ -211,12 +211,15 @@ async def test_template_values_survive_a_restart_in_the_draft(sandbox):
     app = app_for(sandbox)
     async with app.run_test(size=(120, 40)) as pilot:
         await fill_template(app, pilot, "a {{animal}} at {{time}}", animal="fox, owl", time="dawn")
-        await wait_for(pilot, lambda: load_draft().get("var-time") == "dawn", what="the draft")
+        app.query_one("#template-zip", Checkbox).value = True
+        await wait_for(pilot, lambda: load_draft().get("template-zip") is True, what="the draft")
     again = app_for(sandbox)
     async with again.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: again.query("#var-time"), what="the restored rows")
         assert again.query_one("#var-animal", Input).value == "fox, owl"
         assert again.query_one("#var-time", Input).value == "dawn"
+        await wait_for(pilot, lambda: again.query("#template-zip"), what="the zip toggle")
+        assert again.query_one("#template-zip", Checkbox).value
         await wait_for(pilot, lambda: text_of(again, "#estimate").startswith("2 tasks"))
 
 

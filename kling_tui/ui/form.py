@@ -46,6 +46,7 @@ W = TypeVar("W", bound=Widget)
 
 NO_REFERENCE = "none"
 SUBJECT_FIELDS = tuple(f"subject-{i}" for i in range(1, 5))
+ZIP_KEY = "template-zip"  # the draft's key for the values table's Zip toggle
 # The fields inside Deferred groups (see GenerationForm.compose).
 DEFERRED_FIELDS = frozenset(
     {*SUBJECT_FIELDS, "scene", "style", "elements", "series-amount", "result-type", "references"}
@@ -471,6 +472,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
         for widget in self.query(Input):
             if widget.id and self._field(widget.id, Input) is widget:
                 values[widget.id] = widget.value
+        table: TemplateValues | None = getattr(self, "_template_values", None)
+        values[ZIP_KEY] = table.zipped if table is not None else self._draft.get(ZIP_KEY) is True
         return values
 
     def restore(self, values: dict[str, Any]) -> None:
@@ -875,7 +878,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
             from kling_tui.ui.template_values import INPUT_PREFIX, TemplateValues
 
             kept = {k.removeprefix(INPUT_PREFIX): v for k, v in self._draft.items() if k.startswith(INPUT_PREFIX)}
-            table = self._template_values = TemplateValues(names, kept=kept, id="template-values")
+            zipped = self._draft.get(ZIP_KEY) is True
+            table = self._template_values = TemplateValues(names, kept=kept, zipped=zipped, id="template-values")
             self.mount(table, after="#prompt")
         table.show_variables(names)
         table.display = wanted

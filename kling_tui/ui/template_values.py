@@ -31,11 +31,13 @@ class TemplateValues(Vertical):
     TemplateValues #template-zip { border: none; padding: 0; background: transparent; margin-top: 1; }
     """
 
-    def __init__(self, names: Iterable[str], kept: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, names: Iterable[str], kept: Mapping[str, str] | None = None, zipped: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._kept: dict[str, str] = dict(kept or {})  # variable name -> its raw text
         self.names: list[str] = list(dict.fromkeys(names))
-        self._zipped = False
+        self._zipped = zipped
 
     def compose(self) -> ComposeResult:
         yield Label("Template values", classes="field-label")
@@ -91,7 +93,8 @@ class TemplateValues(Vertical):
 
     @property
     def zipped(self) -> bool:
-        return self.query_one("#template-zip", Checkbox).value
+        toggle = next(self.query("#template-zip").results(Checkbox), None)
+        return toggle.value if toggle is not None else self._zipped
 
     def _shown(self) -> list[str]:
         # Rows are mounted after show_variables returns: read only those already there.
