@@ -6,7 +6,7 @@ import base64
 import os
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -108,15 +108,25 @@ def _clean(value: Any) -> Any:
 
 
 def _params(request: Any) -> dict[str, Any]:
-    data = {k: _clean(v) for k, v in asdict(request).items() if k not in NOT_PARAMS}
-    return {k: v for k, v in data.items() if v is not None}
+    data = asdict(request)
+    # Each type's own fields first, then the shared ones (as history and the wire always had them).
+    keys = [k for k in data if k not in _SHARED] + list(_SHARED)
+    cleaned = {k: _clean(data[k]) for k in keys if k not in NOT_PARAMS}
+    return {k: v for k, v in cleaned.items() if v is not None}
 
 
+@dataclass
 class _Request:
-    """What every request type shares: its recorded parameters, and `build`, which turns them
-    into the wire payload and checks it by every rule (the same rules the sandbox applies)."""
+    """What every request type shares: the fields of every endpoint (keyword-only, after each
+    type's own), its recorded parameters, and `build`, which turns them into the wire payload
+    and checks it by every rule (the same rules the sandbox applies)."""
 
-    watermark: bool | None
+    _: KW_ONLY
+    callback_url: str | None = None
+    external_task_id: str | None = None
+    watermark: bool | None = None
+    parents: list[Parent] = field(default_factory=list, repr=False)
+    template: TemplateUse | None = field(default=None, repr=False)
     # Parameters that go on the wire in another shape (lists of objects, image files read).
     RESHAPED: ClassVar[frozenset[str]] = frozenset()
 
@@ -144,6 +154,9 @@ class _Request:
     def _check(self, payload: dict[str, Any], params: dict[str, Any], caps: Capabilities) -> list[Problem]:
         """Complete `payload` (read local images) and return every rule it breaks."""
         raise NotImplementedError
+
+
+_SHARED = tuple(f.name for f in fields(_Request))
 
 
 def _one_image(payload: dict[str, Any], validate: Callable[..., list[Problem]]) -> list[Problem]:
@@ -187,11 +200,6 @@ class GenerationRequest(_Request):
     resolution: str | None = None
     n: int | None = None
     aspect_ratio: str | None = None
-    callback_url: str | None = None
-    external_task_id: str | None = None
-    watermark: bool | None = None
-    parents: list[Parent] = field(default_factory=list, repr=False)
-    template: TemplateUse | None = field(default=None, repr=False)
 
     kind: Kind = field(default="generation", init=False, repr=False)
 
@@ -210,11 +218,6 @@ class MultiImageRequest(_Request):
     style_image: str | None = None
     n: int | None = None
     aspect_ratio: str | None = None
-    callback_url: str | None = None
-    external_task_id: str | None = None
-    watermark: bool | None = None
-    parents: list[Parent] = field(default_factory=list, repr=False)
-    template: TemplateUse | None = field(default=None, repr=False)
 
     kind: Kind = field(default="multi", init=False, repr=False)
     RESHAPED: ClassVar[frozenset[str]] = frozenset({"subject_images", "scene_image", "style_image"})
@@ -255,11 +258,6 @@ class OmniRequest(_Request):
     result_type: str | None = None
     series_amount: int | None = None
     aspect_ratio: str | None = None
-    callback_url: str | None = None
-    external_task_id: str | None = None
-    watermark: bool | None = None
-    parents: list[Parent] = field(default_factory=list, repr=False)
-    template: TemplateUse | None = field(default=None, repr=False)
 
     kind: Kind = field(default="omni", init=False, repr=False)
     RESHAPED: ClassVar[frozenset[str]] = frozenset({"images", "elements"})
@@ -307,11 +305,6 @@ class ExpandRequest(_Request):
     right_expansion_ratio: float = 0.0
     prompt: str | None = None
     n: int | None = None
-    callback_url: str | None = None
-    external_task_id: str | None = None
-    watermark: bool | None = None
-    parents: list[Parent] = field(default_factory=list, repr=False)
-    template: TemplateUse | None = field(default=None, repr=False)
 
     kind: Kind = field(default="expand", init=False, repr=False)
 
