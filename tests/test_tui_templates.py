@@ -146,6 +146,20 @@ async def test_values_follow_the_prompt_and_come_back_with_their_variable(sandbo
         assert app.query_one("#var-animal", Input).value == "fox, owl"
 
 
+async def test_a_variable_gone_and_back_at_once_keeps_one_row_with_its_values(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 40)) as pilot:
+        prompt = app.query_one("#prompt", TextArea)
+        await fill_template(app, pilot, "a {{animal}}", animal="fox, owl")
+        for text in ("a {{animal}", "a {{animal}}", "a {{anima}}", "a {{animal}}"):  # typed, no pause
+            prompt.text = text
+            await pilot.pause(0)
+        await wait_for(pilot, lambda: "2 tasks" in text_of(app, "#estimate"), what="the two variants")
+        assert len(app.query("#var-animal")) == 1
+        assert app.query_one("#var-animal", Input).value == "fox, owl"
+        assert not app.query_one("#template-row-anima").display
+
+
 async def test_save_a_template_then_recall_it_with_a_fuzzy_search(sandbox):
     from kling_tui.ui.dialogs import TextDialog
     from kling_tui.ui.pickers import TemplatePick

@@ -38,6 +38,7 @@ class TemplateValues(Vertical):
         self._kept: dict[str, str] = dict(kept or {})  # variable name -> its raw text
         self.names: list[str] = list(dict.fromkeys(names))
         self._zipped = zipped
+        self._mounting: set[str] = set()  # rows asked for, maybe not mounted yet
 
     def compose(self) -> ComposeResult:
         yield Label("Template values", classes="field-label")
@@ -46,20 +47,25 @@ class TemplateValues(Vertical):
         yield Checkbox("Zip (pair values, not all combinations)", self._zipped, id="template-zip")
 
     def show_variables(self, names: Iterable[str]) -> None:
-        """One row per variable: rows of gone variables removed, new ones added below."""
+        """One row per variable: rows of gone variables hidden (kept with their text, so a
+        variable typed back in finds it), new ones added below."""
         names = list(dict.fromkeys(names))
         if not self.query("#template-rows"):  # not composed yet: compose shows self.names
             self.names = names
             return
         if names == self.names:
             return
-        self._kept.update(self.raw())
-        for name in self.names:
-            if name not in names:
-                self.query_one(f"#{ROW_PREFIX}{name}").remove()
-        new = [name for name in names if name not in self.names]
-        self.names = [n for n in self.names if n in names] + new
+        self.names = names
+        # Rows mounted by an earlier call may not be children yet: _mounting remembers them.
+        new = [name for name in names if name not in self._typed() and name not in self._mounting]
+        self._mounting.update(new)
         self.query_one("#template-rows", Vertical).mount_all(self._row(name) for name in new)
+        self._show_rows()
+        self.call_after_refresh(self._show_rows)  # rows still mounting, too
+
+    def _show_rows(self) -> None:
+        for row in self.query(".template-row"):
+            row.display = (row.id or "").removeprefix(ROW_PREFIX) in self.names
 
     def _row(self, name: str) -> Horizontal:
         return Horizontal(
@@ -79,8 +85,8 @@ class TemplateValues(Vertical):
         texts = {name: ", ".join(v.replace(",", "\\,") for v in items) for name, items in values.items()}
         self._kept.update(texts)
         self._zipped = zipped
-        for name in self._shown():
-            self.query_one(f"#{INPUT_PREFIX}{name}", Input).value = self._kept.get(name, "")
+        for name in texts.keys() & self._typed().keys():
+            self.query_one(f"#{INPUT_PREFIX}{name}", Input).value = texts[name]
         for checkbox in self.query("#template-zip").results(Checkbox):
             checkbox.value = zipped
 
@@ -100,6 +106,12 @@ class TemplateValues(Vertical):
         # Rows are mounted after show_variables returns: read only those already there.
         return [n for n in self.names if self.query(f"#{INPUT_PREFIX}{n}")]
 
+    def _typed(self) -> dict[str, str]:
+        """The text of every row mounted, shown or hidden."""
+        return {
+            (i.id or "").removeprefix(INPUT_PREFIX): i.value for i in self.query(".template-row Input").results(Input)
+        }
+
     def kept(self) -> dict[str, str]:
         """Every variable's text, shown or not (the draft keeps them)."""
-        return {**self._kept, **self.raw()}
+        return {**self._kept, **self._typed()}
