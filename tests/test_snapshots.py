@@ -20,6 +20,16 @@ from tests.tui_helpers import sandbox_history, wait_for
 FIXED_NOW = 1795168800.0
 
 
+@pytest.fixture(autouse=True)
+def steady_cursor(monkeypatch):
+    """A blinking cursor is drawn or not by when the frame is taken (on a busy machine, late
+    enough to be in its off half-second): hold it on."""
+    from textual.widgets import Input, TextArea
+
+    monkeypatch.setattr(TextArea, "_toggle_cursor_blink_visible", lambda self: None)
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
+
+
 @pytest.fixture
 def fixed_zone(monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
