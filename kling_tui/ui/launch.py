@@ -6,6 +6,11 @@ SANDBOX_POLL = 0.25  # seconds; loopback requests cost nothing
 
 
 def run_tui(*, sandbox: bool = False, image_protocol: str | None = None) -> int:
+    import gc
+
+    # The imports and the screen allocate a lot and free little: collections would only walk
+    # them. The app enables the collector again after its first frame (KlingApp._first_frame_painted).
+    gc.disable()
     from kling_tui.config import load_settings
 
     settings = load_settings()
