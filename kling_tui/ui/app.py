@@ -21,12 +21,14 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from kling_tui.api.capabilities import Capabilities, discontinued_model
 from kling_tui.api.errors import InvalidRequest
-from kling_tui.base.locations import history_dir
+from kling_tui.base.locations import StorageError, cache_dir, history_dir
 from kling_tui.base.textsafe import plain
 from kling_tui.history.draft import load_draft, save_draft
 from kling_tui.history.index import matches_words, record_texts, search_terms
 from kling_tui.history.retired import load_retired, remember_retired
 from kling_tui.history.store import HistoryStore, TaskRecord
+from kling_tui.ui.css_cache import FILE_NAME as CSS_CACHE
+from kling_tui.ui.css_cache import CachedStylesheet
 from kling_tui.ui.form import SUBJECT_FIELDS, GenerationForm, PromptArea
 from kling_tui.ui.messages import BackgroundError, RecordChanged
 from kling_tui.ui.preview import PreviewPane
@@ -52,6 +54,13 @@ STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("succeed", ("succeed",)),
     ("failed", ("failed", "not_created", "error")),
 )
+
+
+def _css_cache_file() -> Path | None:
+    try:
+        return cache_dir() / CSS_CACHE
+    except StorageError:  # no cache folder: parse the CSS at each start, as Textual does
+        return None
 
 
 class MainScreen(Screen):
@@ -156,6 +165,7 @@ class KlingApp(App[None]):
         start_poller: bool = True,
     ) -> None:
         super().__init__()
+        self.stylesheet = self._css = CachedStylesheet(_css_cache_file(), variables=self.get_css_variables())
         self.settings = settings
         self.sandbox = sandbox
         self.clock = clock
@@ -237,6 +247,7 @@ class KlingApp(App[None]):
     def _first_frame_painted(self) -> None:
         gc.freeze()
         gc.enable()
+        self._css.save()
         if self.table.row_count < PAGE_SIZE:
             self._load_more(PAGE_SIZE - self.table.row_count)
 
@@ -415,6 +426,7 @@ class KlingApp(App[None]):
 
     async def on_unmount(self) -> None:
         gc.enable()  # closed before the first frame
+        self._css.save()  # with the CSS of the dialogs opened since
         if self.workbench is not None:
             await self.workbench.aclose()
         if self._client is not None:
