@@ -8,7 +8,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 IMAGE_MODES = ("entire", "subject", "face", "restyle")
@@ -245,7 +245,9 @@ def _model_from(name: str, data: Mapping[str, Any], base: ModelCaps | None) -> M
 
 @lru_cache(maxsize=1)
 def _packaged() -> dict[str, Any]:
-    text = resources.files("kling_tui.api").joinpath("models.toml").read_text(encoding="utf-8")
+    # Beside this module in every install (package data); a plain read, as importlib.resources
+    # would first import its readers and zipfile.
+    text = (Path(__file__).parent / "models.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
 
 

@@ -26,6 +26,17 @@ FILE_NAME = "parsed-css.pickle"
 FORMAT = 1  # bump when what is stored changes shape
 
 
+def _textual_files() -> tuple:
+    """Which Textual parsed the rules: the files that define them, by path, size and time.
+    (`textual.__version__` reads the package metadata, which costs more than the cache saves.)"""
+    here = Path(textual.__file__).parent
+    stamp: tuple = ()
+    for name in ("css/model.py", "css/styles.py", "css/parse.py"):
+        stat = (here / name).stat()
+        stamp += (str(here / name), stat.st_size, stat.st_mtime_ns)
+    return stamp
+
+
 class CachedStylesheet(Stylesheet):
     """A Stylesheet that takes rule sets parsed by an earlier run from `path`."""
 
@@ -37,7 +48,7 @@ class CachedStylesheet(Stylesheet):
         self.dirty = False  # rule sets parsed that the file lacks
 
     def _stamp(self) -> tuple:
-        return (FORMAT, textual.__version__, self._variables)
+        return (FORMAT, _textual_files(), self._variables)
 
     def _kept_rules(self) -> dict[tuple, Any]:
         if self._kept is None or self._kept_for != self._variables:

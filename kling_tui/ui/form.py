@@ -428,9 +428,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
         draft = dict(self._draft)
         if draft.get("model") in self.retired:
             draft.pop("model")  # the service said it is gone: start on the preferred model instead
-        self.restore(draft)
+        if draft:
+            self.restore(draft)  # which shows the fields for the draft's mode and model
+        else:
+            self.refresh_capabilities()
         self._ready = True
-        self.refresh_capabilities()
         self.validate_now()
         self.call_after_refresh(self.build_deferred)
 
@@ -605,12 +607,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
         )
         return request, problems
 
-    def variant_requests(self) -> list[FormRequest]:
-        """The form's request fanned out over the chosen variants (just itself when none)."""
+    def variant_requests(self, request: FormRequest | None = None) -> list[FormRequest]:
+        """The form's request (built unless given) fanned out over the chosen variants (just
+        itself when none)."""
         from kling_tui.work.variants import expand
 
-        request, _ = self.build_request()
-        return expand(request, self._fan_out())
+        return expand(request or self.build_request()[0], self._fan_out())
 
     def _fan_out(self) -> FanOut:
         from kling_tui.work.variants import FanOut
@@ -756,13 +758,14 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     # -- validation --------------------------------------------------------------------
     def validate_now(self) -> list[Problem]:
-        from kling_tui.work.variants import check_fan_out, fan_out_problems, variant_label
+        from kling_tui.work.variants import check_fan_out, expand, fan_out_problems, variant_label
 
         request, problems = self.build_request()
         read_fields = {p.field for p in problems}
         problems += [p for p in request.problems(self.caps) if p.field not in read_fields]
-        problems += fan_out_problems(request, self._fan_out())
-        variants = self.variant_requests()
+        fan = self._fan_out()
+        problems += fan_out_problems(request, fan)
+        variants = expand(request, fan)
         if (len(variants) > 1 or variants[0].template) and not problems:
             # Each combination must stand on its own (e.g. 21:9 is not on every model).
             for number, p in check_fan_out(variants, self.caps):
