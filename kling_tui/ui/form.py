@@ -653,9 +653,13 @@ class GenerationForm(VerticalScroll, can_focus=False):
         hint.update(Text(text))
         hint.display = bool(text)
 
-    def _show(self, selector: str, visible: bool) -> None:
-        for widget in self.query(selector):
-            widget.set_class(not visible, "hidden")
+    def _show(self, shown: dict[str, bool]) -> None:
+        """Hide or show the widgets by id ("#id") or class (".name"): one walk over the form,
+        not a query each. A widget two keys name gets the later one's say."""
+        for widget in self.walk_children():
+            keys = (f"#{widget.id}", *(f".{name}" for name in widget.classes))
+            for key in (key for key in shown if key in keys):
+                widget.set_class(not shown[key], "hidden")
 
     def refresh_capabilities(self) -> None:
         """Show, hide and explain fields by what the chosen mode and model can do."""
@@ -685,11 +689,12 @@ class GenerationForm(VerticalScroll, can_focus=False):
         image = "" if omni else self._text("image")
         single = not multi and not omni  # the generations endpoint
 
-        self._show(".multi-only", multi)
-        self._show(".omni-only", omni)
-        self._show("#variant-lists", not omni)
+        shown: dict[str, bool] = {}  # by id or class: visible or not (see _show)
+        shown[".multi-only"] = multi
+        shown[".omni-only"] = omni
+        shown["#variant-lists"] = not omni
         for widget_id in ("negative-label", "negative", "image-label", "image"):
-            self._show(f"#{widget_id}", single)
+            shown[f"#{widget_id}"] = single
 
         hints = []
         if omni:
@@ -718,15 +723,15 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._hint("negative-hint", "Not available together with a reference image." if image and single else "")
 
         references = model.reference_types and single
-        self._show("#reference-box", bool(references))
+        shown["#reference-box"] = bool(references)
         reference = pending.get("reference") or self._choice("reference", NO_REFERENCE)
         if references:
             self._set_options("reference", (NO_REFERENCE, *model.reference_types), reference)
             reference = self._choice("reference", NO_REFERENCE)
         show_image_fidelity = bool(image) and single
         show_human = show_image_fidelity and references and reference == "subject"
-        self._show("#fidelity-row", show_image_fidelity)
-        self._show("#human-fidelity-box", bool(show_human))
+        shown["#fidelity-row"] = show_image_fidelity
+        shown["#human-fidelity-box"] = bool(show_human)
 
         self._set_options("aspect", model.aspect_ratios, pending.get("aspect"))
         more_ratios = self.query_one("#more-ratios", SelectionList) if self.variants_ready else None
@@ -736,13 +741,14 @@ class GenerationForm(VerticalScroll, can_focus=False):
             more_ratios.add_options([(r, r) for r in every])
         resolutions = model.image_resolutions if image else model.resolutions
         restyle_input = bool(image) and model.restyle
-        self._show("#resolution-box", not multi and not restyle_input)
+        shown["#resolution-box"] = not multi and not restyle_input
         self._set_options("resolution", resolutions, pending.get("resolution"))
         result_types = ("single", "series") if model.series else ("single",)
         self._set_options("result-type", result_types, pending.get("result-type"))
         series = omni and self._choice("result-type", "single") == "series"
-        self._show("#series-box", series)
-        self._show("#n-box", not series)
+        shown["#series-box"] = series
+        shown["#n-box"] = not series
+        self._show(shown)
         self._shown_for = self._capability_inputs()
 
     def _capability_inputs(self) -> tuple[str, ...]:
