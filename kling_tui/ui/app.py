@@ -213,11 +213,7 @@ class KlingApp(App[None]):
         yield GenerationForm(self.caps, draft=self._draft, retired=self.retired, id="form-pane", classes="-active")
         with Vertical(id="right"):
             with Vertical(id="tasks-pane"):
-                with Horizontal(id="filter-bar"):
-                    yield Input(
-                        placeholder="words in the prompt, negative prompt, note, failure, model or task id", id="filter"
-                    )
-                    yield Static("", id="status-filter")
+                yield Horizontal(id="filter-bar")  # its fields: built when first shown (_show_filter_bar)
                 yield TaskTable(clock=self.clock, id="tasks")
             yield PreviewPane(self.image_protocol, id="preview-pane")
         yield Footer()
@@ -457,14 +453,26 @@ class KlingApp(App[None]):
 
     # -- records -----------------------------------------------------------------------
     def reload_table(self, limit: int = PAGE_SIZE) -> None:
-        label, _statuses = STATUS_FILTERS[self.status_filter]
         rows = self.store.recent(limit, **self._table_filters())
         self.table.load(rows)
         self._total = self.store.count(**self._table_filters())
         self._set_tasks_title(self._total)
-        star = " · ★ only" if self.starred_only else ""
-        self.screen_stack[0].query_one("#status-filter", Static).update(Text(f"status: {label}{star}"))
+        for status in self.screen_stack[0].query("#status-filter").results(Static):
+            status.update(self._status_text())
         self.show_selected()
+
+    def _status_text(self) -> Text:
+        label, _statuses = STATUS_FILTERS[self.status_filter]
+        return Text(f"status: {label}{' · ★ only' if self.starred_only else ''}")
+
+    def _show_filter_bar(self) -> None:
+        """Show the filter bar, building its fields the first time: the first frame has no use
+        for them."""
+        bar = self.screen_stack[0].query_one("#filter-bar", Horizontal)
+        if not bar.children:
+            placeholder = "words in the prompt, negative prompt, note, failure, model or task id"
+            bar.mount(Input(placeholder=placeholder, id="filter"), Static(self._status_text(), id="status-filter"))
+        bar.add_class("visible")
 
     def _set_tasks_title(self, total: int) -> None:
         shown = self.table.row_count
@@ -742,12 +750,11 @@ class KlingApp(App[None]):
         self.call_after_refresh(focus)
 
     def action_filter(self) -> None:
-        bar = self.screen_stack[0].query_one("#filter-bar")
-        bar.add_class("visible")
+        self._show_filter_bar()
         self.screen_stack[0].query_one("#filter", Input).focus()
 
     def action_escape(self) -> None:
-        if self.focused is self.screen_stack[0].query_one("#filter", Input):
+        if self.focused is not None and self.focused.id == "filter":
             self.table.focus()
 
     @on(Input.Changed, "#filter")
@@ -762,7 +769,7 @@ class KlingApp(App[None]):
 
     def action_cycle_status(self) -> None:
         self.status_filter = (self.status_filter + 1) % len(STATUS_FILTERS)
-        self.screen_stack[0].query_one("#filter-bar").add_class("visible")
+        self._show_filter_bar()
         self.reload_table()
 
     def action_help(self) -> None:
@@ -1169,7 +1176,7 @@ class KlingApp(App[None]):
 
     def action_starred_only(self) -> None:
         self.starred_only = not self.starred_only
-        self.screen_stack[0].query_one("#filter-bar").add_class("visible")
+        self._show_filter_bar()
         self.reload_table()
 
     def action_compare(self) -> None:
