@@ -3,7 +3,7 @@
 Time runs from SPAWN_TIME (the parent's time.time() just before it started this process)
 to the first frame: interpreter start, imports, building the app, mounting, the first
 screen update turned into terminal output. The app runs headless at 120x36 and exits from
-that first frame. Prints one JSON line: {"first_frame": seconds, "peak_rss_kb": peak RSS}.
+that first frame. Prints one JSON line: {"first_frame": seconds, "peak_rss_kb": peak RSS by then}.
 
 The peak is this process's own (`VmHWM`): `ru_maxrss` of a process started from a large
 parent can carry the parent's high-water mark across the fork.
@@ -29,11 +29,12 @@ def main() -> None:
         # The very first frame: a waiter registered from a worker would start after it.
         if "first_frame" not in result:
             result["first_frame"] = time.time() - spawned
+            # The peak so far: the app's teardown that follows is not part of starting.
+            result["peak_rss_kb"] = peak_rss_kb()
             app.exit()
 
     probe.listeners.append(first_frame)
     app.run(headless=True, size=SIZE)
-    result["peak_rss_kb"] = peak_rss_kb()
     print(json.dumps(result), flush=True)
 
 
