@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from kling_tui.api.auth import JwtAuth
@@ -196,3 +198,28 @@ async def test_an_unclear_create_that_stays_unclear_raises(sandbox):
     assert counters["create"] == 2 and counters["get"] == 2  # every re-send preceded by a lookup
     assert counters["tasks_created"] == 0
     assert request.external_task_id  # kept, so the caller can reconcile later
+
+
+async def test_a_create_queued_again_after_an_unclear_attempt_finds_its_task(sandbox):
+    # A slow create the client gave up on is still handled; its re-send meets 1303 and the
+    # caller queues the task again. The next create() must find it, not call it "not created".
+    sandbox.state.faults.add(endpoint="create", kind="latency", seconds=0.6, times=1)
+    sandbox.state.faults.add(endpoint="create", kind="error", code=1303, times=1)
+    request = GenerationRequest(prompt="a lighthouse")
+    async with make_client(sandbox, timeout=0.2) as client:
+        client.retry_busy_creates = False
+        with pytest.raises(KlingError) as caught:
+            await client.create(request)
+        assert caught.value.code == 1303
+
+        async def created() -> None:
+            while sandbox.state.counters()["tasks_created"] == 0:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(created(), timeout=10)
+        task = await client.create(request)
+
+    assert task.external_task_id == request.external_task_id
+    counters = sandbox.state.counters()
+    assert counters["tasks_created"] == 1
+    assert client.stats.recoveries == 1

@@ -127,6 +127,9 @@ class KlingClient:
         self.retry_busy_creates = True
         self.caps = caps
         self.stats = ClientStats()
+        # external_task_ids of creates with an unclear outcome: a later create() of the same
+        # task (queued again after a 1303, say) may find its id "already used" by that attempt.
+        self._maybe_created: set[str] = set()
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             timeout=timeout,
@@ -172,11 +175,13 @@ class KlingClient:
         payload["external_task_id"] = external_id
         path = _kind_of(request.kind)
         attempt = 0
-        ambiguous_before = False
+        ambiguous_before = external_id in self._maybe_created
         while True:
             try:
                 data = await self._request("POST", path, json=payload, is_read=False)
-                return self._task(data, external_id)
+                task = self._task(data, external_id)
+                self._maybe_created.discard(external_id)
+                return task
             except NetworkError as exc:
                 error: KlingError = exc
                 ambiguous = exc.maybe_sent
@@ -193,10 +198,12 @@ class KlingClient:
                 ambiguous = ambiguous or reused
             if ambiguous:
                 ambiguous_before = True
+                self._maybe_created.add(external_id)
                 found = await self._lookup(request.kind, external_id)
                 if found is not None:
                     self.stats.recoveries += 1
                     log.info("create recovered by external_task_id lookup (%s)", found.task_id)
+                    self._maybe_created.discard(external_id)
                     return found
             if attempt >= self.max_retries:
                 raise error
