@@ -82,8 +82,8 @@ def test_main_screen_with_history(snap_compare, sandbox, history):
 
 async def test_the_first_frame_is_the_whole_app(snapshot, sandbox, history):
     """What start-up measures: the first frame painted is already the form, the table with the
-    history and the preview pane (the fields built later are hidden ones; the footer's keys and
-    the header's connection follow within milliseconds)."""
+    history and the preview pane (the fields built later are hidden ones; the checks and the
+    estimate line, the footer's keys and the header's connection follow within milliseconds)."""
     app = build(sandbox)
     first: list[str] = []
     display = app._display

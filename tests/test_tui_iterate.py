@@ -244,3 +244,30 @@ async def test_a_damaged_config_is_set_aside_and_the_app_starts(sandbox):
         key = await submit(app, pilot, "still works")
         await wait_for(pilot, lambda: "succeed" in status(app, key))
     assert any(p.name.startswith("config.toml.damaged") for p in config_file().parent.iterdir())
+
+
+async def test_advanced_fields_open_on_enter_and_what_they_hold_is_sent(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 40)) as pilot:
+        assert not app.query("#external-id")  # built when first opened
+        app.query_one("#prompt", TextArea).text = "a weather vane"
+        app.query_one("#advanced-open").focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.focused is app.query_one("#external-id"), what="the advanced fields")
+        assert not app.query_one("#advanced-open").display
+        await pilot.press(*"vane-1")
+        await pilot.press("ctrl+j")
+        await wait_for(pilot, lambda: app.table.row_count == 1)
+        key = app.table.selected_key
+    record = sandbox_history().get(key)
+    assert record is not None and record.external_task_id == "vane-1"
+
+
+async def test_a_loaded_callback_url_opens_the_advanced_fields(sandbox):
+    app = app_for(sandbox)
+    async with app.run_test(size=(140, 40)) as pilot:
+        app.form.restore({"prompt": "a kite", "callback": "https://example.com/hook"})
+        await wait_for(pilot, lambda: bool(app.query("#callback")), what="the advanced fields")
+        await wait_for(pilot, lambda: app.query_one("#callback", Input).value == "https://example.com/hook")
+        assert not app.query_one("#advanced-open").display
+        assert app.form.values()["callback"] == "https://example.com/hook"

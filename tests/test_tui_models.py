@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from textual.widgets import Static
-
 from kling_tui.api.capabilities import load_capabilities
 from kling_tui.config import load_settings
 from kling_tui.history.retired import load_retired
@@ -13,12 +11,7 @@ from kling_tui.sandbox import Sandbox, SandboxConfig
 from kling_tui.ui.choice import Choice
 from kling_tui.ui.compare import CompareScreen
 from tests.test_tui_iterate import app_for, rendered, status, submit
-from tests.tui_helpers import sandbox_history, wait_for
-
-
-def shown(app, widget_id: str) -> str:
-    widget = app.query_one(f"#{widget_id}", Static)
-    return str(widget.render()) if widget.display else ""
+from tests.tui_helpers import sandbox_history, shown, wait_for
 
 
 async def test_the_form_warns_before_sending_to_a_retired_model_and_prices_the_use(sandbox):

@@ -13,7 +13,7 @@ from kling_tui.ui.choice import Choice
 from kling_tui.ui.expand_dialog import ExpandDialog
 from kling_tui.ui.pickers import TaskImagePick
 from kling_tui.ui.references import Reference, ReferenceCompletion, ReferenceInputDialog, ReferenceList
-from tests.tui_helpers import cell_text, sandbox_history, wait_for
+from tests.tui_helpers import cell_text, sandbox_history, shown, wait_for
 
 
 def app_for(sandbox, **kwargs):
@@ -79,7 +79,7 @@ async def test_omni_mode_lists_references_and_renumbers_the_prompt_on_removal(sa
         assert app.query_one("#aspect", Choice).value == "auto"  # Omni's default
         prompt = app.query_one("#prompt", TextArea)
         prompt.text = "put <<<image_2>>> under the cat"
-        await wait_for(pilot, lambda: "never refers to <<<image_1>>>" in str(app.query_one("#omni-hint").render()))
+        await wait_for(pilot, lambda: "never refers to <<<image_1>>>" in shown(app, "omni-hint"))
 
         prompt.text = "the cat from <<<image_1>>> on the sofa in <<<image_2>>>"
         listed.focus()
@@ -163,12 +163,13 @@ async def test_edit_key_sends_an_omni_edit_that_records_its_parent(sandbox):
         await wait_for(pilot, lambda: app.table.row_count == 2)
         child = app.table.selected_key
         await wait_for(pilot, lambda: "succeed" in cell_text(app.table, child, "status"), what="the edit")
-        lineage = app.preview.query_one("#preview-lineage")
-        await wait_for(pilot, lambda: "↑ from “a red bicycle” image 2 · P goes there" in str(lineage.render()))
+        await wait_for(pilot, lambda: "↑ from “a red bicycle” image 2 · P goes there" in shown(app, "preview-lineage"))
         app.table.focus()
         await pilot.press("P")
         assert app.table.selected_key == parent
-        await wait_for(pilot, lambda: "↓ made from it: 1 task: “<<<image_1>>> in blue”" in str(lineage.render()))
+        await wait_for(
+            pilot, lambda: "↓ made from it: 1 task: “<<<image_1>>> in blue”" in shown(app, "preview-lineage")
+        )
     record = sandbox_history().get(child)
     assert record.kind == "omni" and record.prompt == "<<<image_1>>> in blue"
     assert record.parents == [{"local_id": parent, "image": 2}]

@@ -25,6 +25,14 @@ async def wait_for(pilot, condition: Callable[[], object], timeout: float = DEFA
         await pilot.pause(0.02)
 
 
+def shown(app, widget_id: str) -> str:
+    """What a hint says on screen: nothing when it is hidden or was never needed."""
+    from textual.widgets import Static
+
+    widget = next(iter(app.query(f"#{widget_id}").results(Static)), None)
+    return str(widget.render()) if widget is not None and widget.display else ""
+
+
 def cell_text(table, row_key: str, column: str) -> str:
     value = table.get_cell(row_key, column)
     return getattr(value, "plain", str(value))

@@ -52,6 +52,17 @@ DEFERRED_FIELDS = frozenset(
     {*SUBJECT_FIELDS, "scene", "style", "elements", "series-amount", "result-type", "references"}
     | {"reference", "image-fidelity", "human-fidelity"}
 )
+# The fields behind "Advanced", built when it is opened (or a draft or task fills them).
+ADVANCED_FIELDS = frozenset({"external-id", "callback"})
+# The hints under fields, in the order they stand: (id, the widget they follow, classes).
+# Each is mounted the first time it has something to say; most never do.
+HINTS = (
+    ("negative-hint", "negative", "hint"),
+    ("model-hint", "model-row", "hint"),
+    ("model-warning", "model-row", "hint warning"),
+    ("omni-hint", "omni-fields", "hint"),
+    ("image-hint", "image", "hint"),
+)
 # Form input id -> request field, for fields that are plain text inputs.
 TEXT_FIELDS = {
     "negative": "negative_prompt",
@@ -197,6 +208,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self._held: dict[str, Any] = {}
         self.deferred_ready = False
         self.variants_ready = False  # the variant fields are built when the user opens them
+        self.advanced_ready = False  # so are the advanced ones (see ADVANCED_FIELDS)
+        self._hints: dict[str, Static] = {}  # the hints mounted so far (see HINTS)
+        self._fields: dict[str, Widget] = {}  # widgets by id, once found (see _field)
         # Models the service said are discontinued (with the day it did), and the date they are judged by.
         self.retired: dict[str, dt.date] = dict(retired or {})
         self.today = today
@@ -219,8 +233,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         yield PromptArea("", id="prompt", soft_wrap=True, show_line_numbers=False, tab_behavior="focus", compact=True)
         yield Label("Negative prompt", classes="field-label", id="negative-label")
         yield Input(placeholder="what to avoid", id="negative", compact=True)
-        yield Static("", id="negative-hint", classes="hint")
-        with Horizontal(classes="row"):
+        with Horizontal(classes="row", id="model-row"):
             with Vertical(classes="half"):
                 yield Label("Model", classes="field-label")
                 yield Choice(
@@ -235,8 +248,6 @@ class GenerationForm(VerticalScroll, can_focus=False):
                     value="generation",
                     id="mode",
                 )
-        yield Static("", id="model-hint", classes="hint")
-        yield Static("", id="model-warning", classes="hint warning")
         with Horizontal(classes="row"):
             with Vertical(classes="third"):
                 yield Label("Ratio", classes="field-label")
@@ -259,23 +270,59 @@ class GenerationForm(VerticalScroll, can_focus=False):
                 yield Input(value="1", id="n", type="integer", max_length=2, compact=True)
         # The fields of the other modes and of reference images: built when first needed.
         yield Deferred(self._omni_fields, id="omni-fields")
-        yield Static("", id="omni-hint", classes="hint")
         yield Label("Reference image", classes="field-label", id="image-label")
         yield Input(
             placeholder="local .jpg/.png path or https:// URL", id="image", suggester=PathSuggester(), compact=True
         )
-        yield Static("", id="image-hint", classes="hint")
         yield Deferred(self._fidelity_fields, id="fidelity-fields")
         yield Deferred(self._multi_fields, id="multi-fields")
-        yield Label("External task id (optional)", classes="field-label")
-        yield Input(placeholder="a fresh id is made when empty", id="external-id", compact=True)
-        yield Label("Callback URL (optional)", classes="field-label")
-        yield Input(placeholder="https://…", id="callback", compact=True)
-        yield Opener("▸ Variants: prompt lines, models, ratios", id="variants-open")
+        yield Opener("▸ Advanced: external task id, callback URL", id="advanced-open", classes="opener")
+        yield Deferred(self._advanced_fields, id="advanced-fields", on_demand=True)
+        yield Opener("▸ Variants: prompt lines, models, ratios", id="variants-open", classes="opener")
         yield Deferred(self._variant_fields, id="variant-fields", on_demand=True)
         yield Static("", id="problems")
         yield Static("", id="estimate")
         yield Button("Submit  ctrl+j", id="submit", variant="primary", compact=True)
+
+    def _advanced_fields(self) -> list[Widget]:
+        return [
+            Label("External task id (optional)", classes="field-label"),
+            Input(placeholder="a fresh id is made when empty", id="external-id", compact=True),
+            Label("Callback URL (optional)", classes="field-label"),
+            Input(placeholder="https://…", id="callback", compact=True),
+        ]
+
+    @on(Opener.Opened, "#advanced-open")
+    def open_advanced(self) -> None:
+        self._build_advanced(focus=True)
+
+    def _build_advanced(self, *, focus: bool = False) -> None:
+        """Build the advanced fields (once), with any values held for them."""
+
+        def ready() -> None:
+            self.advanced_ready = True
+            for widget_id in ADVANCED_FIELDS:
+                self.query_one(f"#{widget_id}", Input).value = str(self._held.pop(widget_id, ""))
+            self.validate_now()
+            if focus:
+                self.query_one("#external-id", Input).focus()
+
+        self._open_group("advanced-fields", "advanced-open", ready)
+
+    def _open_group(self, group_id: str, opener_id: str, ready: Callable[[], None]) -> None:
+        """Build an on-demand group (once) in place of its opener; `ready` runs once it is mounted."""
+        group = self.query_one(f"#{group_id}", Deferred)
+        if group.built:
+            return
+        self.query_one(f"#{opener_id}").display = False
+        mounting = group.build()
+
+        async def mounted() -> None:
+            await mounting
+            if group.is_attached and group.children:  # else the app closed first
+                ready()
+
+        self.run_worker(mounted(), group=group_id)
 
     def _variant_fields(self) -> list[Widget]:
         return [
@@ -302,21 +349,13 @@ class GenerationForm(VerticalScroll, can_focus=False):
     @on(Opener.Opened, "#variants-open")
     def open_variants(self) -> None:
         """Build the variant fields (once) in place of their one-line opener."""
-        group = self.query_one("#variant-fields", Deferred)
-        if group.built:
-            return
-        self.query_one("#variants-open").display = False
-        mounting = group.build()
 
-        async def mounted() -> None:
-            await mounting
-            if not self.query("#split-lines"):  # the app closed first
-                return
+        def ready() -> None:
             self.variants_ready = True
             self.refresh_capabilities()
             self.query_one("#split-lines", Checkbox).focus()
 
-        self.run_worker(mounted(), group="variant-fields")
+        self._open_group("variant-fields", "variants-open", ready)
 
     def _omni_fields(self) -> list[Widget]:
         return [
@@ -407,7 +446,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self.run_worker(mounted(), group="deferred-fields")
 
     def _fields_mounted(self) -> None:
-        held, self._held = self._held, {}
+        held = self._held
+        # The advanced fields' values wait for their own group.
+        self._held = {k: v for k, v in held.items() if k in ADVANCED_FIELDS and not self.advanced_ready}
         self.deferred_ready = True
         for widget in self.query(Input):
             if widget.id in held:
@@ -421,7 +462,16 @@ class GenerationForm(VerticalScroll, can_focus=False):
         """The widget, or None while it is one of the deferred fields not mounted yet."""
         if widget_id in DEFERRED_FIELDS and not self.deferred_ready:
             return None
-        return next(self.query(f"#{widget_id}").results(kind), None)
+        if widget_id in ADVANCED_FIELDS and not self.advanced_ready:
+            return None
+        # A query walks the whole form, and validation reads every field on each key.
+        widget = self._fields.get(widget_id)
+        if widget is None or not widget.is_attached:
+            widget = next(self.query(f"#{widget_id}").results(kind), None)
+            if widget is None:
+                return None
+            self._fields[widget_id] = widget
+        return widget if isinstance(widget, kind) else None
 
     def on_mount(self) -> None:
         self.border_title = "New task"
@@ -433,7 +483,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
         else:
             self.refresh_capabilities()
         self._ready = True
-        self.validate_now()
+        # Validation (and the estimate line) follows the first frame: it runs once the
+        # deferred fields are in (_fields_mounted).
         self.call_after_refresh(self.build_deferred)
 
     # -- values ------------------------------------------------------------------------
@@ -496,6 +547,11 @@ class GenerationForm(VerticalScroll, can_focus=False):
         if not self.deferred_ready:
             fields = DEFERRED_FIELDS - {"references"}  # set just below
             self._held.update({k: v for k, v in values.items() if k in fields and isinstance(v, str)})
+        if not self.advanced_ready:
+            advanced = {k: v for k, v in values.items() if k in ADVANCED_FIELDS and isinstance(v, str)}
+            self._held.update(advanced)
+            if any(advanced.values()):
+                self._build_advanced()  # a value that will be sent is a value on screen
         if isinstance(values.get("references"), str):
             self.set_references(_references_from_json(values["references"]))
         elif isinstance(values.get("references"), list):
@@ -649,9 +705,27 @@ class GenerationForm(VerticalScroll, can_focus=False):
             select.value = value
 
     def _hint(self, widget_id: str, text: str) -> None:
-        hint = self.query_one(f"#{widget_id}", Static)
+        hint = self._hints.get(widget_id)
+        if hint is None:
+            if not text:
+                return
+            hint = self._hints[widget_id] = self._mount_hint(widget_id)
         hint.update(Text(text))
         hint.display = bool(text)
+
+    def _mount_hint(self, widget_id: str) -> Static:
+        """The hint, mounted after its field and after the hints before it that follow the same field."""
+        place = {hint_id: (anchor, classes) for hint_id, anchor, classes in HINTS}
+        anchor, classes = place[widget_id]
+        after: Widget = self.query_one(f"#{anchor}")
+        for hint_id, other_anchor, _ in HINTS:
+            if hint_id == widget_id:
+                break
+            if other_anchor == anchor and hint_id in self._hints:
+                after = self._hints[hint_id]
+        hint = Static("", id=widget_id, classes=classes)
+        self.mount(hint, after=after)
+        return hint
 
     def _show(self, shown: dict[str, bool]) -> None:
         """Hide or show the widgets by id ("#id") or class (".name"): one walk over the form,

@@ -101,17 +101,28 @@ class PreviewPane(Vertical, can_focus=True):
         self.owner: str | None = None
         self._image_cls = image_widget_class(protocol)
         self._image: Widget | None = None
+        self._lineage_line: Static | None = None
         self.shown: Path | None = None  # the file drawn right now (tests and benchmarks read it)
         self.series = False  # the images are one series: the caption says "series 2/4"
 
     def compose(self) -> ComposeResult:
         yield Static("", id="preview-caption")
-        yield Static("", id="preview-lineage")
         with Center(id="preview-body"):
             yield Static("Select a task to see its images.", id="preview-message")
 
     def on_mount(self) -> None:
         self.border_title = "Preview"
+
+    def _lineage(self, lineage: str) -> None:
+        """The line under the caption; mounted for the first task that has one."""
+        if self._lineage_line is None:
+            if not lineage:
+                return
+            self._lineage_line = Static("", id="preview-lineage")
+            self.mount(self._lineage_line, after="#preview-caption")
+        if lineage or self._lineage_line.display:
+            self._lineage_line.update(Text(plain(lineage, keep_newlines=True)))
+            self._lineage_line.display = bool(lineage)
 
     def _message(self, text: str) -> None:
         text = plain(text, keep_newlines=True)
@@ -145,10 +156,7 @@ class PreviewPane(Vertical, can_focus=True):
             self.index = 0
         self.owner = owner
         self.series = series
-        lineage_line = self.query_one("#preview-lineage", Static)
-        if lineage or lineage_line.display:
-            lineage_line.update(Text(plain(lineage, keep_newlines=True)))
-            lineage_line.display = bool(lineage)
+        self._lineage(lineage)
         self.paths = paths
         self.urls = urls
         count = max(len(paths), len(urls))
