@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import stat
 
+import httpx
+import pytest
 from textual.widgets import Input, TextArea
 
 from benchmarks.fixtures import populate
@@ -191,6 +193,20 @@ async def test_choosing_the_sandbox_at_setup_switches_to_its_history(sandbox):
         await app.workbench.aclose()
     assert load_settings().sandbox is True
     assert sandbox_history().get(key).prompt == "a first sandbox light"
+
+
+async def test_the_sandbox_starts_after_the_first_frame_and_stops_with_the_app():
+    """`kling-tui --sandbox`: the window does not wait for the sandbox; it connects once it is up."""
+    app = make_app(load_settings(), start_sandbox=True, image_protocol="halfcell", poll_interval=0.05)
+    async with app.run_test(size=(120, 36)) as pilot:
+        assert app.sub_title == "sandbox" and not isinstance(app.screen, SetupScreen)
+        await wait_for(pilot, lambda: app.workbench is not None, what="the sandbox")
+        key = await submit_prompt(app, pilot, "a lighthouse at dawn")
+        await wait_for(pilot, lambda: app.sandbox.state.counters()["tasks_created"] == 1, what="the task")
+        base_url = app.sandbox.base_url
+    assert sandbox_history().get(key).prompt == "a lighthouse at dawn"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(base_url)
 
 
 async def test_first_run_setup_saves_a_private_config_and_connects(sandbox):

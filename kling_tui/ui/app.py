@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
 import time
@@ -160,6 +161,7 @@ class KlingApp(App[None]):
         settings: Any,
         *,
         sandbox: Any = None,
+        start_sandbox: bool = False,
         store: HistoryStore | None = None,
         image_protocol: str = "auto",
         clock: Callable[[], float] = time.time,
@@ -170,6 +172,10 @@ class KlingApp(App[None]):
         self.stylesheet = self._css = CachedStylesheet(_css_cache_file(), variables=self.get_css_variables())
         self.settings = settings
         self.sandbox = sandbox
+        # `start_sandbox`: the app starts an in-process sandbox after its first frame (it takes
+        # a few hundred ms) and stops it on exit.
+        self.sandbox_mode = sandbox is not None or start_sandbox
+        self._own_sandbox: Any = None
         self.clock = clock
         self.image_protocol = image_protocol
         self.poll_interval = (
@@ -180,7 +186,7 @@ class KlingApp(App[None]):
         # Models the service answered "discontinued" for (user data), with the day it did.
         self.retired: dict[str, dt.date] = self._load_retired()
         self._session_ids: list[str] = []  # tasks sent from this run, for the session budget
-        self.store = store or HistoryStore(history_dir(sandbox=sandbox is not None))
+        self.store = store or HistoryStore(history_dir(sandbox=self.sandbox_mode))
         self.workbench: Workbench | None = None  # set by connect()
         self._client: KlingClient | None = None
         self.status_filter = 0
@@ -255,6 +261,7 @@ class KlingApp(App[None]):
         self._css.save()
         if self.table.row_count < PAGE_SIZE:
             self._load_more(PAGE_SIZE - self.table.row_count)
+        self.form.query_one(PromptArea).past_prompts = self._past_prompts(500)
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._first_frame_painted)
@@ -263,9 +270,13 @@ class KlingApp(App[None]):
             self.notify(plain(message), title="Config", severity="warning", timeout=10, markup=False)
         self._warned = 0
         self._flush_store_warnings()
-        self.reload_table(FIRST_PAINT_ROWS)
+        # A screenful of rows, no more: the rest of the page and the total follow the first frame.
+        self.reload_table(min(FIRST_PAINT_ROWS, self.size.height), count=False)
         self.set_interval(1.0, self.table.tick)
-        if self.sandbox is not None or self.settings.has_credentials:
+        self.sub_title = self.endpoint_label  # until connected: then the slots and units too
+        if self.sandbox_mode and self.sandbox is None:
+            self.call_after_refresh(self._start_sandbox)
+        elif self.sandbox is not None or self.settings.has_credentials:
             # After the first frame: importing httpx, building its SSL context and the
             # reconcile pass are not needed to draw the window.
             self.call_after_refresh(self.ensure_connected)
@@ -273,7 +284,6 @@ class KlingApp(App[None]):
             from kling_tui.ui.dialogs import SetupScreen
 
             self.push_screen(SetupScreen(), self._setup_done)
-        self.form.query_one(PromptArea).past_prompts = self._past_prompts(500)
         self._fit_layout(self.size.width)
         if self.narrow and self.table.row_count:
             self._show_pane("tasks-pane")
@@ -310,7 +320,7 @@ class KlingApp(App[None]):
     # -- connection --------------------------------------------------------------------
     @property
     def endpoint_label(self) -> str:
-        if self.sandbox is not None:
+        if self.sandbox_mode:
             return "sandbox"
         from urllib.parse import urlsplit
 
@@ -332,7 +342,8 @@ class KlingApp(App[None]):
 
     def ensure_connected(self) -> bool:
         """Connect now unless connected already or there is nothing to connect with."""
-        if self.workbench is None and (self.sandbox is not None or self.settings.has_credentials):
+        ready = self.sandbox is not None if self.sandbox_mode else self.settings.has_credentials
+        if self.workbench is None and ready:
             self.connect()
         return self.workbench is not None
 
@@ -379,7 +390,7 @@ class KlingApp(App[None]):
         from kling_tui.config import save_settings
 
         if choice.mode == "sandbox":
-            self.settings.sandbox = True
+            self.settings.sandbox = self.sandbox_mode = True
             self._use_store(HistoryStore(history_dir(sandbox=True)))
             self._start_sandbox()
         else:
@@ -398,7 +409,7 @@ class KlingApp(App[None]):
             self.connect()
 
     def _load_retired(self) -> dict[str, dt.date]:
-        sandbox = self.sandbox is not None or bool(getattr(self.settings, "sandbox", False))
+        sandbox = self.sandbox_mode or bool(getattr(self.settings, "sandbox", False))
         return {name: entry.since for name, entry in load_retired(sandbox=sandbox).items()}
 
     def _use_store(self, store: HistoryStore) -> None:
@@ -415,8 +426,13 @@ class KlingApp(App[None]):
         from kling_tui.sandbox import Sandbox, SandboxConfig
 
         sandbox = Sandbox(SandboxConfig())
-        sandbox.start()
-        self.sandbox = sandbox
+        try:
+            sandbox.start()
+        except (OSError, RuntimeError) as exc:
+            message = f"The sandbox did not start: {exc}"
+            self.call_from_thread(self.notify, plain(message), severity="error", timeout=30, markup=False)
+            return
+        self.sandbox = self._own_sandbox = sandbox
         self.call_from_thread(self.connect)
 
     @work(group="poller", exclusive=True)
@@ -436,6 +452,8 @@ class KlingApp(App[None]):
             await self.workbench.aclose()
         if self._client is not None:
             await self._client.aclose()
+        if self._own_sandbox is not None:
+            await asyncio.to_thread(self._own_sandbox.stop)
 
     def update_header(self) -> None:
         if self.workbench is None:
@@ -452,11 +470,14 @@ class KlingApp(App[None]):
         self.sub_title = f"{self.endpoint_label} · {slots}{queued}{units}"
 
     # -- records -----------------------------------------------------------------------
-    def reload_table(self, limit: int = PAGE_SIZE) -> None:
+    def reload_table(self, limit: int = PAGE_SIZE, *, count: bool = True) -> None:
+        """`count=False`: a full page leaves the total to `_load_more` (counting a large
+        history reads its whole index from disk)."""
         rows = self.store.recent(limit, **self._table_filters())
         self.table.load(rows)
-        self._total = self.store.count(**self._table_filters())
-        self._set_tasks_title(self._total)
+        if len(rows) < limit or count:
+            self._total = len(rows) if len(rows) < limit else self.store.count(**self._table_filters())
+            self._set_tasks_title(self._total)
         for status in self.screen_stack[0].query("#status-filter").results(Static):
             status.update(self._status_text())
         self.show_selected()
@@ -518,7 +539,7 @@ class KlingApp(App[None]):
             return
         today = dt.date.today()
         try:
-            remember_retired(name, record.status_msg, sandbox=self.sandbox is not None, today=today)
+            remember_retired(name, record.status_msg, sandbox=self.sandbox_mode, today=today)
         except OSError as exc:
             self.log.warning(f"could not remember {name} as retired: {exc}")
         self.retired[name] = today
@@ -633,9 +654,9 @@ class KlingApp(App[None]):
 
     def _load_more(self, limit: int = PAGE_SIZE) -> None:
         rows = self.store.recent(limit, offset=self.table.row_count, **self._table_filters())
-        if rows:
-            self.table.append(rows)
-            self._set_tasks_title(self.store.count(**self._table_filters()))
+        self.table.append(rows)
+        self._total = self.store.count(**self._table_filters())
+        self._set_tasks_title(self._total)
 
     @on(DataTable.RowSelected, "#tasks")
     def _row_selected(self) -> None:

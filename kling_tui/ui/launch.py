@@ -1,4 +1,4 @@
-"""Start the TUI: settings, optional in-process sandbox, image protocol detection."""
+"""Start the TUI: settings, image protocol detection, the app (which starts its own sandbox)."""
 
 from __future__ import annotations
 
@@ -19,20 +19,11 @@ def run_tui(*, sandbox: bool = False, image_protocol: str | None = None) -> int:
         # textual-image asks the terminal what it supports: this must happen before Textual starts.
         import textual_image.widget  # noqa: F401
 
-    server = None
-    if sandbox or getattr(settings, "sandbox", False):
-        from kling_tui.sandbox import Sandbox, SandboxConfig
-
-        server = Sandbox(SandboxConfig())
-        server.start()
     from kling_tui.ui.app import make_app
 
+    use_sandbox = sandbox or bool(getattr(settings, "sandbox", False))
     # The sandbox's tasks take seconds: poll it briskly so results show as soon as they exist.
-    poll = min(settings.poll_interval, SANDBOX_POLL) if server is not None else None
-    app = make_app(settings, sandbox=server, image_protocol=protocol, poll_interval=poll)
-    try:
-        app.run()
-    finally:
-        if server is not None:
-            server.stop()
+    poll = min(settings.poll_interval, SANDBOX_POLL) if use_sandbox else None
+    app = make_app(settings, start_sandbox=use_sandbox, image_protocol=protocol, poll_interval=poll)
+    app.run()
     return app.return_code or 0
