@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 IMAGE_MODES = ("entire", "subject", "face", "restyle")
 REFERENCE_TYPES = ("subject", "face")
@@ -49,7 +49,10 @@ def parse_date(value: Any) -> dt.date | None:
 # The model-served endpoints, by the last part of their path (expansion takes no model).
 ENDPOINTS = ("generations", "multi-image2image", "omni-image")
 GENERATIONS, MULTI_IMAGE, OMNI_IMAGE = ENDPOINTS
-# The endpoint whose models a task kind runs on (expansion takes no model).
+# The kinds of request (one per create endpoint), and the endpoint whose models each runs on
+# (expansion takes no model).
+Kind = Literal["generation", "multi", "omni", "expand"]
+KINDS: tuple[Kind, ...] = ("generation", "multi", "omni", "expand")
 KIND_ENDPOINTS = {"generation": GENERATIONS, "multi": MULTI_IMAGE, "omni": OMNI_IMAGE}
 
 

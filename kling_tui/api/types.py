@@ -10,7 +10,7 @@ from dataclasses import KW_ONLY, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from kling_tui.api.capabilities import Capabilities, default_capabilities
+from kling_tui.api.capabilities import Capabilities, Kind, default_capabilities
 from kling_tui.api.errors import InvalidRequest, Problem
 from kling_tui.api.validation import (
     IMAGE_MAX_BYTES,
@@ -24,8 +24,6 @@ from kling_tui.api.validation import (
 
 TaskStatus = Literal["submitted", "processing", "succeed", "failed"]
 FINAL_STATUSES = frozenset({"succeed", "failed"})
-Kind = Literal["generation", "multi", "omni", "expand"]
-KINDS: tuple[Kind, ...] = ("generation", "multi", "omni", "expand")
 # Fields of a request that are not parameters of the task: never recorded as params, never sent.
 NOT_PARAMS = frozenset({"kind", "parents", "template"})
 # Lineage: (local id of the task an input image came from, that image's 1-based index).

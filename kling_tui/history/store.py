@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from kling_tui.api.types import KINDS as REQUEST_KINDS
+from kling_tui.api.capabilities import KINDS
 from kling_tui.api.validation import images_made
 from kling_tui.base import locations
 from kling_tui.base.atomic import exclusive, is_abandoned, move_aside, temp_files, write_atomic
@@ -59,7 +59,6 @@ STATUSES = ("pending", "queued", "submitted", "processing", "succeed", "failed",
 # A status the server sent that kling-tui does not know is kept as it came (made printable):
 # it is data, shown as is, and the task stays active until the server says succeed or failed.
 MAX_STATUS_CHARS = 64
-KINDS = REQUEST_KINDS
 
 # Never written to history, whatever a caller passes in params.
 _CREDENTIAL_KEYS = frozenset(

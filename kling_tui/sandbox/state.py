@@ -14,9 +14,9 @@ import threading
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from kling_tui.api.capabilities import KIND_ENDPOINTS, Capabilities, default_capabilities, discontinued_message
+from kling_tui.api.capabilities import KIND_ENDPOINTS, Capabilities, Kind, default_capabilities, discontinued_message
 from kling_tui.api.errors import Problem
 from kling_tui.api.prices import price
 from kling_tui.api.validation import (
@@ -35,7 +35,6 @@ from kling_tui.sandbox.config import SandboxConfig
 from kling_tui.sandbox.faults import ENDPOINTS, Faults
 from kling_tui.sandbox.render import PLAIN, ImageCache, Look, output_size, size_for_ratio
 
-Kind = Literal["generation", "multi", "omni", "expand"]
 # The model-served endpoint of each kind (expansion takes no model).
 URL_INPUT_SIZE = (1024, 1024)  # what the sandbox assumes of an input given by URL (never fetched)
 FAIL_MARK = "#fail"

@@ -21,7 +21,6 @@ from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Stati
 
 from kling_tui.api.capabilities import OMNI_IMAGE, Capabilities, ModelCaps
 from kling_tui.api.errors import Problem
-from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
 from kling_tui.api.validation import PROMPT_MAX, SERIES_MAX, SERIES_MIN, images_made
 from kling_tui.base.textsafe import plain
 from kling_tui.ui.choice import Choice
@@ -38,10 +37,11 @@ from kling_tui.ui.references import (
 )
 
 if TYPE_CHECKING:
+    from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
     from kling_tui.ui.template_values import TemplateValues
     from kling_tui.work.variants import FanOut
 
-FormRequest = GenerationRequest | MultiImageRequest | OmniRequest
+    FormRequest = GenerationRequest | MultiImageRequest | OmniRequest
 W = TypeVar("W", bound=Widget)
 
 NO_REFERENCE = "none"
@@ -604,6 +604,9 @@ class GenerationForm(VerticalScroll, can_focus=False):
 
     def build_request(self) -> tuple[FormRequest, list[Problem]]:
         """The request the form describes, and the problems of reading it (numbers)."""
+        # The request types are not needed to draw the form: imported with its first check.
+        from kling_tui.api.types import GenerationRequest, MultiImageRequest, OmniRequest
+
         problems: list[Problem] = []
         model = self.model
         n = self._number("n", "n", int, problems)
@@ -866,6 +869,8 @@ class GenerationForm(VerticalScroll, can_focus=False):
             widget.set_class(widget.id in bad_widgets, "-invalid")
         for listed in self.query(ReferenceList):
             listed.set_class("references" in bad_widgets, "-invalid")
+        from kling_tui.api.types import OmniRequest
+
         # Allowed but probably not meant (an image the prompt never names): a hint, not a problem.
         warnings = request.warnings() if isinstance(request, OmniRequest) and not problems else []
         self._hint("omni-hint", "\n".join(warnings))

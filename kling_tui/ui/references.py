@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on
@@ -18,9 +19,11 @@ from textual.suggester import Suggester
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from kling_tui.api.types import Parent
 from kling_tui.api.validation import REFERENCE_RE
 from kling_tui.base.textsafe import plain
+
+if TYPE_CHECKING:
+    from kling_tui.api.types import Parent
 
 # What a <<<image_N>>> becomes when its image is removed: it matches no image, so the form
 # flags it instead of letting it point at the image that moved into its place.
