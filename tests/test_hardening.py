@@ -166,7 +166,7 @@ def test_the_header_names_the_region_only_while_requests_go_there():
     from kling_tui.ui.app import KlingApp
 
     def label(settings: Settings) -> str:
-        return KlingApp.endpoint_label.fget(SimpleNamespace(sandbox=None, settings=settings))
+        return KlingApp.endpoint_label.fget(SimpleNamespace(sandbox_mode=False, settings=settings))
 
     assert label(Settings(region="beijing")) == "Beijing"
     assert label(Settings(region="beijing", custom_base_url=REGIONS["beijing"] + "/")) == "Beijing"
