@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import sqlite3
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -220,6 +221,23 @@ class IndexDamaged(Exception):
     """The index file is not a readable SQLite database."""
 
 
+BUSY_TIMEOUT = 10.0  # seconds a statement waits for another process's lock
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL. Changing the mode needs the file to itself and SQLite does not
+    wait for that (no busy handler): processes opening a fresh file together take turns here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def is_damage(exc: BaseException) -> bool:
     """A corrupt file, as opposed to a busy database or a programming error."""
     if not isinstance(exc, sqlite3.DatabaseError):
@@ -279,11 +297,11 @@ class TaskIndex:
         version, fill a new file in place. Keeps the connection only when the index is ready."""
         self._make_private()
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
         except sqlite3.DatabaseError as exc:
             raise IndexDamaged(str(exc)) from exc
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             state = "ok"
@@ -308,8 +326,8 @@ class TaskIndex:
             conn.close()
             self._remove_files()
             self._make_private()
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(INDEX_VERSION),))
