@@ -60,3 +60,20 @@ async def test_rules_parsed_for_another_theme_are_not_reused(sandbox):
     again, parsed_again = await start_and_capture(sandbox, theme="textual-dark")
     assert parsed_again, "the file held the light theme's rules, yet they were taken"
     assert again == dark
+
+
+async def test_rule_sets_of_css_that_has_changed_are_dropped_from_the_file(sandbox):
+    await start_and_capture(sandbox)
+    path = cache_dir() / FILE_NAME
+    stamp, rules = pickle.loads(path.read_bytes())
+    (key, data), *_ = ((k, v) for k, v in rules.items() if str(k[1][0]).endswith("app.tcss"))
+    older = ("/* an earlier version */\n" + key[0], *key[1:])
+    gone = (key[0], ("/nowhere/else.tcss", ""), *key[2:])
+    rules[older] = rules[gone] = data
+    del rules[key]  # the current CSS is parsed again: the file gets written
+    path.write_bytes(pickle.dumps((stamp, rules)))
+    _, parsed = await start_and_capture(sandbox)
+    assert parsed
+    _stamp, after = pickle.loads(path.read_bytes())
+    assert key in after and older not in after and gone not in after
+    assert after.keys() <= rules.keys() | {key}
