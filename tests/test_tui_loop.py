@@ -51,6 +51,9 @@ async def test_prompt_to_preview_and_back_after_restart(sandbox):
         await wait_for(pilot, lambda: again.table.row_count == 1, what="history in the table")
         assert "a red fox" in cell_text(again.table, key, "prompt")
         assert "succeed" in cell_text(again.table, key, "status")
+        # The unsent prompt is back, and typing goes on from its end.
+        await pilot.press(*" at dawn")
+        assert again.query_one("#prompt", TextArea).text == "a red fox in the snow at dawn"
 
 
 async def test_invalid_form_is_not_sent_and_names_the_field(sandbox):

@@ -536,7 +536,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
         if values.get("mode") in ("generation", "multi", "omni"):
             self.query_one("#mode", Choice).value = values["mode"]
         if isinstance(values.get("prompt"), str):
-            self.query_one("#prompt", TextArea).text = values["prompt"]
+            self._put_prompt(values["prompt"])
         # Set once the mode's options are in place (an Omni model is not among the generation models).
         self._pending_selects = {
             k: values[k] for k in ("model", "reference", "aspect", "resolution", "result-type") if k in values
@@ -993,8 +993,14 @@ class GenerationForm(VerticalScroll, can_focus=False):
         self.query_one("#prompt", TextArea).focus()
 
     def set_prompt(self, text: str) -> None:
-        self.query_one("#prompt", TextArea).text = text
+        self._put_prompt(text)
         self.validate_now()
+
+    def _put_prompt(self, text: str) -> None:
+        """Replace the prompt, the cursor after it: what one types next extends it."""
+        area = self.query_one("#prompt", TextArea)
+        area.text = text
+        area.move_cursor(area.document.end)
 
     # -- Omni references ---------------------------------------------------------------
     @property
