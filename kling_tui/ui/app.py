@@ -17,7 +17,9 @@ from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import Screen
+from textual.style import Style
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from kling_tui.api.capabilities import Capabilities, discontinued_model
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from kling_tui.ui.dialogs import SetupChoice
     from kling_tui.work.workbench import Workbench
 
+DIM = Style(dim=True)
 PAGE_SIZE = 200
 PANES = ("form-pane", "tasks-pane", "preview-pane")  # the panes f2/f3/f4 focus
 # Below this width three panes cannot each be useful: the form and the tasks take turns (f6).
@@ -240,6 +243,13 @@ class KlingApp(App[None]):
         if widget_id not in cache:
             cache[widget_id] = self.screen_stack[0].query_one(f"#{widget_id}", kind)
         return cache[widget_id]
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        # As Textual's, with the style given as an object: a style named by text would be
+        # parsed against every theme variable, the first time, just to draw the header.
+        if not sub_title:
+            return Content(title)
+        return Content.assemble(title, (" — ", DIM), Content(sub_title).stylize(DIM))
 
     def on_load(self) -> None:
         # Building the screen allocates a lot; full collections then cost ~100 ms of the
