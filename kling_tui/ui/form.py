@@ -227,7 +227,7 @@ class GenerationForm(VerticalScroll, can_focus=False):
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         caps = self.caps
-        with Horizontal(classes="row"):
+        with Horizontal(classes="row", id="prompt-row"):
             yield Label("Prompt", classes="field-label")
             yield Label("", id="prompt-count", classes="field-label")
         yield PromptArea("", id="prompt", soft_wrap=True, show_line_numbers=False, tab_behavior="focus", compact=True)
