@@ -23,7 +23,7 @@ SECTIONS = ("startup", "polling", "notice", "preview", "viewer", "input", "searc
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and samples (about a minute)")
-    parser.add_argument("--repeat", type=int, default=None, help="cold starts per variant (default 9, quick 3)")
+    parser.add_argument("--repeat", type=int, default=None, help="cold starts per variant (default 15, quick 3)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections (repeatable)")
     parser.add_argument(
         "--check",
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quick = args.quick
     sections = args.only or list(SECTIONS)
-    repeats = args.repeat or (3 if quick else 9)
+    repeats = args.repeat or (3 if quick else 15)
     poll = args.poll_interval
 
     def log(message: str) -> None:
