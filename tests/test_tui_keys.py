@@ -112,6 +112,37 @@ async def test_escape_sequences_from_history_never_reach_the_terminal(sandbox):
         assert "[red]bad[/red]" in cell_text(app.table, record.local_id, "prompt")
 
 
+async def test_the_table_pages_through_a_long_history_and_its_title_counts_it(sandbox):
+    store = sandbox_history()
+    populate(store, 230, seed=4)
+    store.close()
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        tasks_pane = app.query_one("#tasks-pane")
+        # The first frame shows the rows in view; the rest of the first page and the total follow.
+        await wait_for(pilot, lambda: str(tasks_pane.border_title) == "Tasks (230 · showing 200)")
+        assert app.table.row_count == 200
+        app.table.focus()
+        await pilot.press("G", "down")
+        await wait_for(pilot, lambda: app.table.row_count == 230, what="the next page")
+        assert str(tasks_pane.border_title) == "Tasks (230)"
+        await pilot.press("down", "down")  # past the last row: nothing more, the title stays
+        assert app.table.row_count == 230 and str(tasks_pane.border_title) == "Tasks (230)"
+
+
+async def test_a_history_that_just_fills_the_view_is_counted_in_the_title(sandbox):
+    # As many tasks as rows in view at 120x36: the first load is full, and nothing more comes.
+    store = sandbox_history()
+    populate(store, 15, seed=6)
+    store.close()
+    app = app_for(sandbox)
+    async with app.run_test(size=(120, 36)) as pilot:
+        assert app._rows_in_view() == 15
+        tasks_pane = app.query_one("#tasks-pane")
+        await wait_for(pilot, lambda: str(tasks_pane.border_title) == "Tasks (15)")
+        assert app.table.row_count == 15
+
+
 async def test_filter_and_status_cycle_narrow_the_table(sandbox):
     store = sandbox_history()
     populate(store, 30, seed=3)

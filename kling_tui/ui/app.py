@@ -267,8 +267,8 @@ class KlingApp(App[None]):
         gc.freeze()
         gc.enable()
         self._css.save()
-        if self.table.row_count < PAGE_SIZE:
-            self._load_more(PAGE_SIZE - self.table.row_count)
+        # The rest of the first page, and the total the title still lacks.
+        self._load_more(max(PAGE_SIZE - self.table.row_count, 0), count=True)
         self.form.query_one(PromptArea).past_prompts = self._past_prompts(500)
 
     def on_mount(self) -> None:
@@ -665,11 +665,15 @@ class KlingApp(App[None]):
         if event.cursor_row >= self.table.row_count - 1:
             self._load_more()
 
-    def _load_more(self, limit: int = PAGE_SIZE) -> None:
+    def _load_more(self, limit: int = PAGE_SIZE, *, count: bool = False) -> None:
+        """The next rows; the total is counted again when some came (or `count`: the title has
+        none yet). Pressing down on the last row of the history asks again each time."""
         rows = self.store.recent(limit, offset=self.table.row_count, **self._table_filters())
-        self.table.append(rows)
-        self._total = self.store.count(**self._table_filters())
-        self._set_tasks_title(self._total)
+        if rows:
+            self.table.append(rows)
+        if rows or count:
+            self._total = self.store.count(**self._table_filters())
+            self._set_tasks_title(self._total)
 
     @on(DataTable.RowSelected, "#tasks")
     def _row_selected(self) -> None:
